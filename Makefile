@@ -1,0 +1,44 @@
+# causaldreamer: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA := $(abspath ../shared/data/causallite10k)
+# Use the shared copy of CausalLite10K when it is beside the checkout (CI and the dev machines).
+ifneq ($(wildcard $(SHARED_DATA)/CausalLite10K.csv),)
+export CAUSALDREAMER_DATA_DIR ?= $(SHARED_DATA)
+endif
+export WANDB_MODE ?= offline
+
+.PHONY: help install train test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	# torch first, pinned: a looser requirement resolved first would pull gigabytes of CUDA packages.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,sweep]'
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv: torch 2.13.0 first, then the package and dev tools
+
+train: install  ## train the causal adapter on CausalLite10K with the default config
+	$(PY) -m causaldreamer.train $(ARGS)
+
+test: install  ## run the test suite
+	$(PY) -m pytest $(ARGS)
+
+lint: install  ## ruff lint and format check
+	$(VENV)/bin/ruff check causaldreamer tests experiments
+	$(VENV)/bin/ruff format --check causaldreamer tests experiments
+
+format: install  ## ruff format and autofix
+	$(VENV)/bin/ruff format causaldreamer tests experiments
+	$(VENV)/bin/ruff check --fix causaldreamer tests experiments
+
+bench: install  ## training-speed benchmark: cached embeddings vs re-encoding every batch
+	$(PY) experiments/bench_train.py
+
+clean:  ## remove logs, outputs and the embedding cache (not .venv)
+	rm -rf logs outputs .cache

@@ -1,0 +1,1 @@
+"""CausalDreamer: identity-preserving temporal image generation through causal intervention attention."""

@@ -1,0 +1,82 @@
+"""Config plumbing shared by the entry points: resolvers, value checks, the run record."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import subprocess
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from causaldreamer.errors import UserError
+from causaldreamer.io import atomic_path
+
+
+def register_resolvers() -> None:
+    """``${run_suffix:}``: random per process, so two runs started in the same second never collide."""
+    if not OmegaConf.has_resolver("run_suffix"):
+        suffix = secrets.token_hex(3)
+        OmegaConf.register_new_resolver("run_suffix", lambda: suffix)
+
+
+def require(cfg: DictConfig, key: str, check, expected: str, cast=float):
+    """The value at ``key`` (dotted) cast to a number and checked; a UserError naming the override if not."""
+    value = OmegaConf.select(cfg, key)
+    try:
+        number = cast(value)
+        ok = check(number)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"{key}={value!r} is invalid: expected {expected}; fix the override {key}=...")
+    return number
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    require(cfg, "model.lam", math.isfinite, "a finite number (e.g. 0.7)")
+    require(cfg, "data.batch_size", lambda v: v >= 1, "an integer >= 1", cast=_strict_int)
+    require(cfg, "trainer.max_epochs", lambda v: v >= 1, "an integer >= 1", cast=_strict_int)
+    require(cfg, "model.lr", lambda v: math.isfinite(v) and v > 0, "a positive number")
+    for name in cfg.model.loss_weights:
+        require(cfg, f"model.loss_weights.{name}", lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+    if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file to resume")
+
+
+def _strict_int(value) -> int:
+    if isinstance(value, bool) or float(value) != int(float(value)):
+        raise ValueError(value)
+    return int(value)
+
+
+def git_revision() -> str:
+    """The project's git SHA (with '-dirty' for uncommitted changes), or 'unknown' outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
+    """The resolved config and the git SHA, in the run directory, before anything else happens."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(output_dir / "run.yaml") as tmp:
+            record = {"git_sha": git_revision(), "config": OmegaConf.to_container(cfg, resolve=True)}
+            tmp.write_text(OmegaConf.to_yaml(record))
+    except OSError as err:
+        raise UserError(
+            f"cannot write to the output directory {output_dir} ({err.strerror}); choose a writable one"
+        ) from None

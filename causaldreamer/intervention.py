@@ -1,0 +1,69 @@
+"""Causal intervention attention (DESIGN 5): the one function shared by training and the UNet.
+
+    logits[b,h,i,j] = q_gate[b,h] * k_gate[b,h,s(j)] * <Q_i, K_j> / sqrt(Dh) + exp(lam) * a_b * bias[b,h,s(j)]
+
+Gates and bias do not depend on the query position i, so the gates fold into the rows of K and the bias
+into a float mask of shape [B,H,1,Nk]: one fused ``scaled_dot_product_attention`` call, no [Nq x Nk]
+tensor built here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+SPAN_NONE, SPAN_CAUSE, SPAN_EFFECT = 0, 1, 2
+NUM_SPANS = 2  # cause, effect
+
+
+def intervention_key_scale_and_bias(
+    span_ids: torch.Tensor,
+    q_gate: torch.Tensor,
+    k_gate: torch.Tensor,
+    bias: torch.Tensor,
+    lam: float,
+    progress: torch.Tensor | float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-key scale [B,H,Nk] and additive logit bias [B,H,Nk] of the intervention.
+
+    span_ids [B,Nk] (or [Nk]) in {0 none, 1 cause, 2 effect}; q_gate [B,H]; k_gate and bias [B,H,2];
+    progress [B] or a float: the frame's progression weight a (DESIGN 6.3).
+    """
+    batch, heads = q_gate.shape
+    span_ids = span_ids.expand(batch, -1) if span_ids.dim() == 1 else span_ids
+    # Span 0 ("none") gets gate 1 and bias 0: prepend them so a gather by span id does the lookup.
+    k_gate = torch.cat([k_gate.new_ones(batch, heads, 1), k_gate], dim=-1)
+    bias = torch.cat([bias.new_zeros(batch, heads, 1), bias], dim=-1)
+    index = span_ids[:, None, :].expand(batch, heads, -1)
+    key_scale = q_gate[..., None] * torch.gather(k_gate, 2, index)
+    progress = torch.as_tensor(progress, dtype=bias.dtype, device=bias.device).reshape(-1, 1, 1)
+    logit_bias = math.exp(lam) * progress * torch.gather(bias, 2, index)
+    return key_scale, logit_bias
+
+
+def intervention_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    span_ids: torch.Tensor,
+    q_gate: torch.Tensor,
+    k_gate: torch.Tensor,
+    bias: torch.Tensor,
+    lam: float,
+    progress: torch.Tensor | float = 1.0,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal intervention attention through one ``scaled_dot_product_attention`` call.
+
+    query [B,H,Nq,Dh], key/value [B,H,Nk,Dh]; attn_mask, optional, is an extra additive float mask
+    broadcastable to [B,H,Nq,Nk] (e.g. -inf on padding keys). Returns [B,H,Nq,Dh].
+    """
+    key_scale, logit_bias = intervention_key_scale_and_bias(span_ids, q_gate, k_gate, bias, lam, progress)
+    mask = logit_bias[:, :, None, :].to(query.dtype)
+    if attn_mask is not None:
+        mask = mask + attn_mask
+    return F.scaled_dot_product_attention(
+        query, key * key_scale[..., None].to(key.dtype), value, attn_mask=mask
+    )

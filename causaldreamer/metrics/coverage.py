@@ -1,0 +1,141 @@
+"""Counterfactual coverage (DESIGN 7): do a free-form cause's retrieved effects cover its reference effects?
+
+For each reference effect of a cause, take its best cosine (encoder space) to any retrieved effect.
+Report the mean over all (cause, reference effect) pairs, and the share of pairs whose best cosine
+reaches a threshold (0.7 by default). The metric works on embeddings; ``counterfactual_coverage`` runs
+retrieval (causaldreamer.retrieval) for the adapter or the zero-shot baseline and feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from causaldreamer.adapter import LINK_TYPES, CausalAdapter
+from causaldreamer.bank import EffectBank
+from causaldreamer.encoders import TextEncoder
+from causaldreamer.errors import UserError
+from causaldreamer.retrieval import retrieve_sequence
+
+DEFAULT_THRESHOLD = 0.7
+
+
+def best_cosines(references: Tensor, retrieved: Tensor) -> Tensor:
+    """For each reference effect [R,d], its best cosine to any retrieved effect [K,d]: [R]."""
+    return (F.normalize(references.float(), dim=-1) @ F.normalize(retrieved.float(), dim=-1).T).amax(-1)
+
+
+class CounterfactualCoverage(Metric):
+    """Mean best cosine and share of references at or above ``threshold``, over all (cause, reference)
+    pairs; states are sums, so a DDP sync is exact."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.add_state("best_sum", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("covered", torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("pairs", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, references: Tensor, retrieved: Tensor) -> None:
+        """One cause: reference effect embeddings [R,d] and retrieved effect embeddings [K,d]."""
+        best = best_cosines(references, retrieved)
+        self.best_sum += best.sum()
+        self.covered += (best >= self.threshold).sum()
+        self.pairs += best.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"mean": self.best_sum / self.pairs, "share": self.covered / self.pairs}
+
+
+def _effect_columns(scenarios: pd.DataFrame) -> list[str]:
+    columns = [c for c in scenarios.columns if c.startswith("effect") and c[len("effect") :].isdigit()]
+    if "cause" not in scenarios.columns or not columns:
+        raise UserError(
+            f"scenario table has columns {list(scenarios.columns)}; it needs 'cause' and effect1..effectN "
+            "(as test_counterfactual.csv)"
+        )
+    return sorted(columns, key=lambda c: int(c[len("effect") :]))
+
+
+def _encode(encoder: TextEncoder, texts: Sequence[str]) -> Tensor:
+    """[N,d] embeddings of texts, each unique text encoded once."""
+    unique = list(dict.fromkeys(texts))
+    size = encoder.batch_size
+    embeddings = torch.cat([encoder.encode(unique[i : i + size]) for i in range(0, len(unique), size)])
+    index = {text: i for i, text in enumerate(unique)}
+    return embeddings[[index[text] for text in texts]]
+
+
+def _predicted_effects(adapter: CausalAdapter, causes: Tensor) -> Tensor:
+    """e_hat of free-form causes (link type "causal"), computed in eval mode; the adapter's mode is kept."""
+    was_training = adapter.training
+    adapter.eval()
+    device = next(adapter.parameters()).device
+    link = torch.full((len(causes),), LINK_TYPES.index("causal"), dtype=torch.long, device=device)
+    effect_pred = adapter(causes.to(device), link).effect.to(causes.dtype).cpu()
+    adapter.train(was_training)
+    return effect_pred
+
+
+@torch.no_grad()
+def counterfactual_coverage(
+    adapter: CausalAdapter | None,
+    encoder: TextEncoder,
+    bank: EffectBank,
+    scenarios: pd.DataFrame,
+    top_k: int = 8,
+    mode: str = "topk",
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict:
+    """Coverage of each scenario's reference effects by the top_k effects retrieved for its cause.
+
+    adapter None is the zero-shot baseline e_hat = c. Free-form causes take link type "causal". Both
+    modes retrieve top_k distinct effects (path mode walks top_k frames). Returns mean and share over all
+    (cause, reference) pairs, and per_cause: one row per scenario with its mean, share and retrieved texts.
+    """
+    columns = _effect_columns(scenarios)
+    if bank.dim != encoder.dim or (adapter is not None and adapter.dim != encoder.dim):
+        raise UserError(
+            f"encoder dim {encoder.dim}, bank dim {bank.dim}"
+            + ("" if adapter is None else f", adapter dim {adapter.dim}")
+            + "; the bank and adapter must come from the same encoder as this run"
+        )
+    if not 0 < top_k <= len(bank):
+        raise UserError(f"top_k={top_k} but the effect bank holds {len(bank)} effects; use 1..{len(bank)}")
+    causes = _encode(encoder, scenarios["cause"].tolist())
+    effect_pred = causes if adapter is None else _predicted_effects(adapter, causes)
+    bank_embeddings = bank.embeddings.to(causes.dtype)
+
+    references = [
+        [t for t in (getattr(row, c) for c in columns) if isinstance(t, str)]
+        for row in scenarios.itertuples()
+    ]
+    reference_embeddings = _encode(encoder, [t for texts in references for t in texts]).split(
+        [len(texts) for texts in references]
+    )
+    metric, rows = CounterfactualCoverage(threshold), []
+    for i, cause in enumerate(scenarios["cause"]):
+        picked = retrieve_sequence(
+            causes[i], effect_pred[i], bank_embeddings, top_k, top_k, mode
+        ).bank_indices
+        metric.update(reference_embeddings[i], bank_embeddings[picked])
+        best = best_cosines(reference_embeddings[i], bank_embeddings[picked])
+        rows.append(
+            {
+                "cause": cause,
+                "mean": best.mean().item(),
+                "share": (best >= threshold).float().mean().item(),
+                "retrieved": [bank.texts[j] for j in picked],
+            }
+        )
+    result = metric.compute()
+    return {"mean": result["mean"].item(), "share": result["share"].item(), "per_cause": pd.DataFrame(rows)}

@@ -1,0 +1,172 @@
+"""LightningModule: trains the causal adapter on cached text embeddings (DESIGN 4-7).
+
+The frozen encoder never appears here: batches are cached tensors. Validation and test rank the gold
+effect against the whole effect bank, for the adapter and for the zero-shot baseline (e_hat = c).
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+
+from causaldreamer import losses
+from causaldreamer.adapter import CausalAdapter
+from causaldreamer.errors import UserError
+from causaldreamer.metrics.retrieval import BankRetrieval
+
+MAX_LOGIT_SCALE = math.log(100.0)  # temperature clamped to >= 0.01, as in CLIP
+
+
+class CausalAdapterModule(L.LightningModule):
+    def __init__(
+        self,
+        adapter: CausalAdapter,
+        lam: float = 0.7,
+        loss_weights: dict | None = None,
+        margin: float = 0.2,
+        temperature: float = 0.07,
+        negatives: str = "bank",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 500,
+        min_lr: float = 1e-6,
+        table_examples: int = 8,
+    ):
+        super().__init__()
+        if negatives not in ("batch", "bank"):
+            raise UserError(f"model.negatives must be 'batch' or 'bank', got {negatives!r}")
+        if not math.isfinite(float(lam)):
+            raise UserError(f"model.lam must be a finite number, got {lam}")
+        self.save_hyperparameters(ignore=["adapter"])
+        self.adapter = adapter
+        self.weights = {"delta": 1.0, "triplet": 0.5, "retrieval": 10.0, "gate": 1.0, **(loss_weights or {})}
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        self.gate_logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        self.val_retrieval, self.val_zero_shot = BankRetrieval(), BankRetrieval()
+        self.test_retrieval, self.test_zero_shot = BankRetrieval(), BankRetrieval()
+
+    # -- data from the datamodule: the effect bank is not a parameter and is not checkpointed --
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        self.register_buffer("bank", datamodule.bank.embeddings, persistent=False)
+        self.register_buffer("seen_effects", datamodule.seen_effects, persistent=False)
+        self.bank_texts = datamodule.bank.texts
+        if datamodule.bank.dim != self.adapter.dim:
+            raise UserError(
+                f"the encoder gives {datamodule.bank.dim}-d embeddings but the adapter is {self.adapter.dim}-d; "
+                "train with the encoder the adapter was built for"
+            )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.adapter(batch["cause"], batch["link_type"])
+        w, terms = self.weights, {}
+        if w["delta"]:
+            terms["delta"] = losses.delta_loss(out, batch["cause"], batch["effect"])
+        if w["triplet"]:
+            terms["triplet"] = losses.triplet_loss(
+                out.effect, batch["effect"], batch["effect_id"], self.hparams.margin
+            )
+        if w["retrieval"]:
+            scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+            if self.hparams.negatives == "bank":
+                terms["retrieval"] = losses.retrieval_loss(
+                    out.effect, batch["effect"], batch["effect_id"], scale, self.bank, self.seen_effects
+                )
+            else:
+                terms["retrieval"] = losses.retrieval_loss(
+                    out.effect, batch["effect"], batch["effect_id"], scale
+                )
+        if w["gate"]:
+            terms["gate"] = losses.gate_loss(
+                out,
+                batch["token_states"],
+                batch["token_spans"],
+                batch["effect"],
+                batch["effect_id"],
+                self.hparams.lam,
+                self.gate_logit_scale.clamp(max=MAX_LOGIT_SCALE),
+            )
+        total = sum(w[name] * value for name, value in terms.items())
+        # Logging every step costs more than the step itself at this size; log at the logger's cadence.
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            values = {f"train/{name}": value.detach() for name, value in terms.items()}
+            values["train/loss"] = total.detach()
+            values["train/temperature"] = 1 / self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp()
+            self.log_dict(values, on_step=True, on_epoch=False)
+        return total
+
+    def _evaluate(self, batch, retrieval: BankRetrieval, zero_shot: BankRetrieval) -> torch.Tensor:
+        out = self.adapter(batch["cause"], batch["link_type"])
+        seen = self.seen_effects[batch["effect_id"]]
+        retrieval.update(out.effect, self.bank, batch["effect_id"], seen)
+        zero_shot.update(batch["cause"], self.bank, batch["effect_id"], seen)
+        return out.effect
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        effect_pred = self._evaluate(batch, self.val_retrieval, self.val_zero_shot)
+        if batch_idx == 0:
+            self._log_examples(batch, effect_pred)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_retrieval, self.test_zero_shot)
+
+    def _log_split(self, split: str, retrieval: BankRetrieval, zero_shot: BankRetrieval) -> None:
+        values = {f"{split}/{k}": v for k, v in retrieval.compute().items()}
+        values.update({f"{split}/zero_shot/{k}": v for k, v in zero_shot.compute().items()})
+        self.log_dict(values)
+        retrieval.reset()
+        zero_shot.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val", self.val_retrieval, self.val_zero_shot)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test", self.test_retrieval, self.test_zero_shot)
+
+    def _log_examples(self, batch: dict[str, torch.Tensor], effect_pred: torch.Tensor) -> None:
+        """A W&B table: a few causes with the gold effect and their top-8 retrieved effects."""
+        wandb_logger = next((lg for lg in self.loggers if isinstance(lg, WandbLogger)), None)
+        count = min(self.hparams.table_examples, len(effect_pred))
+        if wandb_logger is None or count == 0 or self.trainer.sanity_checking:
+            return
+        top = torch.topk(effect_pred[:count] @ self.bank.T, 8, dim=-1).indices.tolist()
+        rows = [
+            [self.global_step, self.bank_texts[gold], " | ".join(self.bank_texts[i] for i in ranked)]
+            for gold, ranked in zip(batch["effect_id"][:count].tolist(), top, strict=True)
+        ]
+        wandb_logger.log_table("val/examples", columns=["step", "gold effect", "top-8 retrieved"], data=rows)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, fused=True
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total)
+        floor = self.hparams.min_lr / self.hparams.lr
+
+        def lr_factor(step: int) -> float:
+            """Linear warmup from 1/warmup (never 0), then cosine to min_lr at the last step."""
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        weight = checkpoint.get("state_dict", {}).get("adapter.relation.weight")
+        if weight is not None and weight.shape[1] != self.adapter.dim:
+            raise UserError(
+                f"the checkpoint's adapter is {weight.shape[1]}-d but the configured encoder gives "
+                f"{self.adapter.dim}-d; resume with the encoder it was trained with"
+            )
+
+    def forward(self, cause: torch.Tensor, link_type: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(cause, link_type).effect, dim=-1)

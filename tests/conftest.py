@@ -1,0 +1,97 @@
+"""Shared fixtures: the real CausalLite10K from ../shared, one embedding cache per session, Hydra compose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from causaldreamer.config import register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data" / "causallite10k"
+
+register_resolvers()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("CAUSALDREAMER_DATA_DIR", SHARED_DATA))
+    if not (path / "CausalLite10K.csv").is_file():
+        pytest.fail(f"CausalLite10K not found at {path}: put ../shared beside the checkout or set CAUSALDREAMER_DATA_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One embedding cache for the whole session: each text is encoded once across all tests."""
+    return Path(os.environ.get("CAUSALDREAMER_TEST_CACHE_DIR", tmp_path_factory.mktemp("embedding-cache")))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from causaldreamer.encoders import MiniLMEncoder
+
+    return MiniLMEncoder()
+
+
+@pytest.fixture()
+def cli_env(data_dir, cache_dir) -> dict[str, str]:
+    """Environment for entry points run as subprocesses: real data, the session cache, offline W&B."""
+    env = dict(os.environ)
+    env.update(
+        CAUSALDREAMER_DATA_DIR=str(data_dir),
+        CAUSALDREAMER_CACHE_DIR=str(cache_dir),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        HYDRA_FULL_ERROR="0",
+    )
+    return env
+
+
+def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
+    """``python -m module args`` as a user would run it; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with Hydra's compose API, resolved against ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(output_dir)
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture()
+def train_cfg(tmp_path, data_dir, cache_dir):
+    """A factory of composed train configs (smoke experiment, offline W&B) writing into tmp_path."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        base = [
+            "+experiment=smoke",
+            f"paths.data_dir={data_dir}",
+            f"paths.cache_dir={cache_dir}",
+            "logger.wandb.mode=offline",
+        ]
+        return compose_config("train", base + list(overrides), output_dir or tmp_path)
+
+    return make
