@@ -7,6 +7,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from causaldreamer.errors import UserError
@@ -14,10 +16,22 @@ from causaldreamer.io import atomic_path
 
 
 def register_resolvers() -> None:
-    """``${run_suffix:}``: random per process, so two runs started in the same second never collide."""
+    """``${run_suffix:}``: random per process, so two runs started in the same second never collide.
+    ``${ddp_start_method:METHOD}``: see ``ddp_start_method``."""
     if not OmegaConf.has_resolver("run_suffix"):
         suffix = secrets.token_hex(3)
         OmegaConf.register_new_resolver("run_suffix", lambda: suffix)
+    if not OmegaConf.has_resolver("ddp_start_method"):
+        OmegaConf.register_new_resolver("ddp_start_method", ddp_start_method)
+
+
+def ddp_start_method(in_multirun: str = "spawn") -> str:
+    """How Lightning starts DDP processes. "popen" (Lightning's default) re-runs the command line once per
+    extra process, which inside a Hydra multirun job would start the whole sweep again in each of them;
+    such a job starts its processes with ``in_multirun`` instead ("spawn", or "fork" where CUDA is not
+    used). Under SLURM, Lightning starts none: SLURM already did."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return in_multirun if multirun else "popen"
 
 
 def require(cfg: DictConfig, key: str, check, expected: str, cast=float):

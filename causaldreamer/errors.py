@@ -17,14 +17,23 @@ class UserError(Exception):
 
 
 def exit_on_user_error(fn: F) -> F:
-    """Wrap an entry point: a UserError becomes one line on stderr and exit code 2, no traceback."""
+    """Wrap an entry point: a UserError becomes one line on stderr and exit code 2, no traceback.
+
+    Hydra's ``instantiate`` wraps what a constructor raises in an InstantiationException, so the
+    UserError is looked for along the chain of causes too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except Exception as err:
+            cause = err
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr, flush=True)
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]

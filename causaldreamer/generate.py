@@ -96,6 +96,8 @@ def generate(cfg: DictConfig) -> list[Path]:
         adapter_folder,
         instantiate(cfg.encoder),
         share_first_frame=cfg.share_first_frame,
+        progression=cfg.progression,
+        shared_seed=cfg.shared_seed,
         height=cfg.diffusion.height,
         width=cfg.diffusion.width,
         **settings,

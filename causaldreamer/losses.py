@@ -46,23 +46,17 @@ def retrieval_loss(
     effect_id: torch.Tensor,
     logit_scale: torch.Tensor,
     bank: torch.Tensor | None = None,
-    bank_allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """InfoNCE of e_hat against in-batch effects, or (``bank`` given) against the training effect bank.
+    """InfoNCE of e_hat against the in-batch effects, or, with ``bank``, softmax over that bank.
 
-    ``bank_allowed`` [N] marks the bank rows that may appear as negatives: the effects seen in training,
-    so that no validation or test effect shapes the loss.
+    With a bank, ``effect_id`` indexes its rows. The trainer passes the effects seen in training only,
+    so no validation or test effect shapes the loss.
     """
     if bank is None:
         return multi_positive_info_nce(
             effect_pred, effect, effect_id[:, None] == effect_id[None, :], logit_scale
         )
-    positives = torch.zeros(len(effect_id), len(bank), dtype=torch.bool, device=bank.device)
-    positives[torch.arange(len(effect_id)), effect_id] = True
-    logits = logit_scale * (effect_pred @ bank.T)
-    if bank_allowed is not None:
-        logits = logits.masked_fill(~(bank_allowed[None, :] | positives), float("-inf"))
-    return F.cross_entropy(logits, effect_id)
+    return F.cross_entropy(logit_scale * (effect_pred @ bank.T), effect_id)
 
 
 def gate_readout(

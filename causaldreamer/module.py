@@ -50,11 +50,20 @@ class CausalAdapterModule(L.LightningModule):
         self.val_retrieval, self.val_zero_shot = BankRetrieval(), BankRetrieval()
         self.test_retrieval, self.test_zero_shot = BankRetrieval(), BankRetrieval()
 
-    # -- data from the datamodule: the effect bank is not a parameter and is not checkpointed --
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
+        self.attach_bank(self.trainer.datamodule)
+
+    def attach_bank(self, datamodule) -> None:
+        """Take the effect bank and its seen-in-training mask from the datamodule (buffers, not saved)."""
         self.register_buffer("bank", datamodule.bank.embeddings, persistent=False)
         self.register_buffer("seen_effects", datamodule.seen_effects, persistent=False)
+        # The bank-softmax loss ranks against the effects seen in training only: a sub-bank and the
+        # map from bank index to its row (-1 for effects never seen in training).
+        seen = datamodule.seen_effects
+        self.register_buffer("train_bank", datamodule.bank.embeddings[seen], persistent=False)
+        train_row = torch.full((len(seen),), -1, dtype=torch.long)
+        train_row[seen] = torch.arange(int(seen.sum()))
+        self.register_buffer("train_bank_row", train_row, persistent=False)
         self.bank_texts = datamodule.bank.texts
         if datamodule.bank.dim != self.adapter.dim:
             raise UserError(
@@ -74,8 +83,9 @@ class CausalAdapterModule(L.LightningModule):
         if w["retrieval"]:
             scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
             if self.hparams.negatives == "bank":
+                rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
-                    out.effect, batch["effect"], batch["effect_id"], scale, self.bank, self.seen_effects
+                    out.effect, batch["effect"], rows, scale, self.train_bank
                 )
             else:
                 terms["retrieval"] = losses.retrieval_loss(

@@ -15,9 +15,14 @@ import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from causaldreamer.callbacks import wandb_run_id
+from causaldreamer.checkpoints import check_adapter_dim, read_checkpoint
 from causaldreamer.config import register_resolvers, validate_train_config, write_run_record
+from causaldreamer.data.files import load_dataset
 from causaldreamer.errors import exit_on_user_error
 from causaldreamer.io import atomic_dir
+from causaldreamer.sweeps.records import write_run_metrics
+from causaldreamer.sweeps.scoring import RunScorer
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -26,12 +31,20 @@ register_resolvers()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint and export the adapter; returns the logged metrics."""
     validate_train_config(cfg)
+    scorer = RunScorer(cfg) if cfg.get("scoring") else None  # its settings fail here, not after training
+    # Every input is checked before anything is written: bad input leaves no run record, checkpoint or
+    # cache entry behind (only what Hydra writes before any code of ours runs: .hydra/ and the log).
+    resume_from = read_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    L.seed_everything(cfg.seed, workers=True)
+    encoder = instantiate(cfg.encoder)
+    if resume_from is not None:
+        check_adapter_dim(resume_from, encoder.dim, cfg.ckpt_path)
+    datamodule = instantiate(cfg.data, encoder=encoder, gate_tokens=cfg.model.loss_weights.gate > 0)
+    datamodule.prepare_data()
+    load_dataset(datamodule.data_dir)  # every defect of the data files fails here
     output_dir = Path(cfg.paths.output_dir)
     write_run_record(cfg, output_dir)
-    L.seed_everything(cfg.seed, workers=True)
 
-    encoder = instantiate(cfg.encoder)
-    datamodule = instantiate(cfg.data, encoder=encoder, gate_tokens=cfg.model.loss_weights.gate > 0)
     adapter = instantiate(cfg.model.adapter, dim=encoder.dim, encoder_name=encoder.identity)
     log.info(
         "causal adapter: %s parameters (d=%d, H=%d)",
@@ -41,25 +54,41 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     model = instantiate(cfg.model, adapter=adapter)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    loggers = instantiate_loggers(cfg, wandb_run_id(resume_from) if resume_from is not None else None)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in loggers:
         logger.log_hyperparams({"adapter_parameters": adapter.num_parameters})
 
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.test and not trainer.fast_dev_run:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if cfg.export_dir and trainer.is_global_zero and not trainer.fast_dev_run:
+            datamodule.setup("test")  # a no-op, unless DDP spawned processes set up their own copies
             export_adapter(model, datamodule, Path(cfg.export_dir))
+            if scorer:
+                metrics.update(scorer.score(Path(cfg.export_dir), encoder, trainer))
     finally:
         wandb.finish()  # each multirun job gets its own W&B run
     for name in sorted(k for k in metrics if "recall" in k or "mrr" in k):
         log.info("%s = %.4f", name, metrics[name])
+    if trainer.is_global_zero:
+        write_run_metrics(output_dir, metrics)  # what a sweep summary reads
     return metrics
+
+
+def instantiate_loggers(cfg: DictConfig, wandb_run: str | None) -> list:
+    """The configured loggers; a resumed run logs on into the W&B run its checkpoint came from."""
+    loggers = []
+    for conf in cfg.get("logger", {}).values():
+        if wandb_run and str(conf.get("_target_", "")).endswith("WandbLogger"):
+            loggers.append(instantiate(conf, id=wandb_run, resume="allow"))
+        else:
+            loggers.append(instantiate(conf))
+    return loggers
 
 
 def export_adapter(model, datamodule, folder: Path) -> None:

@@ -25,7 +25,9 @@ register_resolvers()
 def data_dir() -> Path:
     path = Path(os.environ.get("CAUSALDREAMER_DATA_DIR", SHARED_DATA))
     if not (path / "CausalLite10K.csv").is_file():
-        pytest.fail(f"CausalLite10K not found at {path}: put ../shared beside the checkout or set CAUSALDREAMER_DATA_DIR")
+        pytest.fail(
+            f"CausalLite10K not found at {path}: put ../shared beside the checkout or set CAUSALDREAMER_DATA_DIR"
+        )
     return path
 
 

@@ -98,6 +98,8 @@ def test_split_defects(tmp_path, data_dir, train, message):
 
 
 def test_overlapping_splits(tmp_path, data_dir):
-    val = (data_dir / "val_list.txt").read_text() + "\n" + (data_dir / "train_list.txt").read_text().split()[0]
+    val = (
+        (data_dir / "val_list.txt").read_text() + "\n" + (data_dir / "train_list.txt").read_text().split()[0]
+    )
     with pytest.raises(UserError, match="splits train and val overlap in 1 row"):
         load_dataset(_dataset_with_splits(tmp_path, data_dir, val=val))

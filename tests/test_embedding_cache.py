@@ -52,7 +52,9 @@ def test_truncated_cache_is_rebuilt(tmp_path, minilm, caplog):
 
 def test_prompt_token_spans(tmp_path, minilm):
     cache = EmbeddingCache(tmp_path, minilm)
-    tokens = cache.prompt_tokens(DEFAULT_TEMPLATE, [("rock rolls down slope", "fence crushed"), ("ice melts", "water")])
+    tokens = cache.prompt_tokens(
+        DEFAULT_TEMPLATE, [("rock rolls down slope", "fence crushed"), ("ice melts", "water")]
+    )
     assert tokens.states.dtype == torch.float16 and tokens.states.shape[2] == 384
     first = tokens.span_ids[0].tolist()
     # [CLS] rock rolls down slope . therefore , fence crushed [SEP]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import DDIMScheduler, PNDMScheduler
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from transformers import CLIPTokenizer
@@ -28,6 +28,7 @@ from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
+from causaldreamer.diffusion.sd15 import load_stable_diffusion
 from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.diffusion.spans import frame_prompts_and_spans
@@ -40,24 +41,20 @@ from causaldreamer.io import atomic_path
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("CAUSALDREAMER_DATA_DIR", "/work/shared/data/causallite10k"))
 BANK_SIZE, FRAMES, STEPS = 300, 4, 2
 CAUSE = "a dog running in a park"
 
-pytestmark = pytest.mark.skipif(
-    not (DATA / "CausalLite10K.csv").is_file(), reason=f"no CausalLite10K in {DATA}"
-)
+
+@pytest.fixture(scope="module")
+def encoder(minilm) -> MiniLMEncoder:
+    """The session's MiniLM (conftest), loaded once for every test that needs it."""
+    return minilm
 
 
 @pytest.fixture(scope="module")
-def encoder() -> MiniLMEncoder:
-    return MiniLMEncoder()
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory, encoder) -> Path:
+def adapter_dir(tmp_path_factory, encoder, data_dir) -> Path:
     """The layout the trainer exports: config.json + model.safetensors + effect_bank.safetensors."""
-    with open(DATA / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
+    with open(data_dir / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
         effects = list(dict.fromkeys(row["effect"] for row in csv.DictReader(handle)))[:BANK_SIZE]
     folder = tmp_path_factory.mktemp("adapter")
     with torch.random.fork_rng():
@@ -249,6 +246,52 @@ def test_path_retrieval_with_shared_first_frame(adapter_dir, encoder):
     assert sequence.record["share_first_frame"] is True
 
 
+def test_generators_sharing_a_pipeline_each_use_their_own_processors(adapter_dir, encoder):
+    pipe = build_tiny_pipeline()
+    folder = load_adapter_folder(adapter_dir)
+    first = CausalSequenceGenerator(pipe, folder, encoder, num_frames=3, top_k=3, share_first_frame=True)
+    second = CausalSequenceGenerator(pipe, folder, encoder, num_frames=3, top_k=3)
+    for generator in (first, second, first):
+        generator.activate()
+        processors = pipe.unet.attn_processors
+        assert all(p.state is generator.state for n, p in processors.items() if n.endswith("attn2.processor"))
+        shares = [hasattr(p, "state") for n, p in processors.items() if n.endswith("attn1.processor")]
+        assert all(shares) if generator.share_first_frame else not any(shares)
+
+
+def test_ablations_own_seed_per_frame_and_no_progression(adapter_dir, encoder, generator):
+    ablated = CausalSequenceGenerator(
+        build_tiny_pipeline(),
+        load_adapter_folder(adapter_dir),
+        encoder,
+        num_frames=FRAMES,
+        top_k=FRAMES,
+        progression=False,
+        shared_seed=False,
+    )
+    latents, shared = ablated.initial_latents(seed=5), generator.initial_latents(seed=5)
+    assert torch.equal(latents[0], shared[0])  # frame f starts from seed + f
+    assert all(not torch.equal(latents[f], latents[0]) for f in range(1, FRAMES))
+    plan = ablated.plan(CAUSE)
+    assert ablated.intervention(plan).progress.tolist() == [1.0] * FRAMES
+    assert generator.intervention(plan).progress.tolist() == [(f + 1) / FRAMES for f in range(FRAMES)]
+
+
+def test_sd15_loader_reads_a_local_folder_and_uses_ddim(tmp_path):
+    saved = build_tiny_pipeline()
+    saved.scheduler = PNDMScheduler.from_config(saved.scheduler.config)  # SD 1.5 ships PNDM
+    saved.save_pretrained(tmp_path / "sd")
+    pipe = load_stable_diffusion(str(tmp_path / "sd"), device="cpu")
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.unet.dtype == torch.float32
+    torch.testing.assert_close(pipe.unet.state_dict(), saved.unet.state_dict())
+
+
+def test_missing_sd_weights_are_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="diffusion.pipeline.name_or_path") as error:
+        load_stable_diffusion(str(tmp_path / "no-such-model"), device="cpu")
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -317,10 +360,10 @@ def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_writes_each_sequence_of_a_causes_file(adapter_dir, tmp_path):
+def test_cli_writes_each_sequence_of_a_causes_file(adapter_dir, data_dir, tmp_path):
     output_dir = tmp_path / "out"
     result = run_cli(
-        f"causes_file={DATA / 'test_counterfactual.csv'}",
+        f"causes_file={data_dir / 'test_counterfactual.csv'}",
         "limit=2",
         "num_frames=3",
         "top_k=5",
@@ -331,7 +374,7 @@ def test_cli_writes_each_sequence_of_a_causes_file(adapter_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "images are noise" in result.stdout + result.stderr
-    with open(DATA / "test_counterfactual.csv", newline="", encoding="utf-8") as handle:
+    with open(data_dir / "test_counterfactual.csv", newline="", encoding="utf-8") as handle:
         causes = [row["cause"] for row in csv.DictReader(handle)][:2]
     folders = sorted(p for p in output_dir.iterdir() if p.is_dir())
     assert [p.name for p in folders] == [sequence_folder_name(i, c) for i, c in enumerate(causes)]

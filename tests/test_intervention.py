@@ -50,14 +50,20 @@ def test_extra_mask_and_shared_span_ids():
     mask[:, :, :, -2:] = float("-inf")  # padding keys
     shared_spans = spans[0]  # one span layout for the whole batch, as in the UNet
     fused = intervention_attention(q, k, v, shared_spans, q_gate, k_gate, bias, 0.7, progress, attn_mask=mask)
-    expected = naive_intervention(q, k, v, shared_spans.expand(3, -1), q_gate, k_gate, bias, 0.7, progress, mask)
+    expected = naive_intervention(
+        q, k, v, shared_spans.expand(3, -1), q_gate, k_gate, bias, 0.7, progress, mask
+    )
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_neutral_gates_equal_plain_attention():
     q, k, v, spans, *_ = random_inputs(seed=2)
-    out = intervention_attention(q, k, v, spans, torch.ones(3, 4), torch.ones(3, 4, 2), torch.zeros(3, 4, 2), 0.7)
-    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=0)
+    out = intervention_attention(
+        q, k, v, spans, torch.ones(3, 4), torch.ones(3, 4, 2), torch.zeros(3, 4, 2), 0.7
+    )
+    torch.testing.assert_close(
+        out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=0
+    )
 
 
 def test_gradients_reach_gates_and_bias():

@@ -233,12 +233,17 @@ def test_installs_on_cross_attention_only_and_matches_stock_unet(unet):
         unet.set_attn_processor(stock_processors)
 
 
-def test_shared_first_frame_is_opt_in(unet):
+def test_shared_first_frame_is_opt_in_and_undone_by_a_later_install(unet):
     stock_processors = unet.attn_processors
+
+    def self_attention():
+        return [p for n, p in unet.attn_processors.items() if n.endswith("attn1.processor")]
+
     try:
         install_causal_processors(unet, num_heads=HEADS, share_first_frame=True)
-        self_attention = [p for n, p in unet.attn_processors.items() if n.endswith("attn1.processor")]
-        assert self_attention and all(isinstance(p, SharedFrameAttnProcessor) for p in self_attention)
+        assert self_attention() and all(isinstance(p, SharedFrameAttnProcessor) for p in self_attention())
+        install_causal_processors(unet, num_heads=HEADS)
+        assert all(type(p) is AttnProcessor2_0 for p in self_attention())
     finally:
         unet.set_attn_processor(stock_processors)
 

@@ -19,11 +19,10 @@ def test_info_nce_duplicates_are_positives_not_negatives():
     assert math.isclose(one.item(), -math.log(math.e / (2 * math.e + 1)), rel_tol=1e-6)
 
 
-def test_bank_loss_masks_effects_not_seen_in_training():
+def test_bank_loss_is_softmax_over_the_bank():
     query = torch.tensor([[1.0, 0.0]])
-    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    allowed = torch.tensor([True, True, False])
-    loss = retrieval_loss(query, None, torch.tensor([0]), torch.tensor(1.0), bank, allowed)
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = retrieval_loss(query, None, torch.tensor([0]), torch.tensor(1.0), bank)
     assert math.isclose(loss.item(), -math.log(math.e / (math.e + 1)), rel_tol=1e-6)
 
 

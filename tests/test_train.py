@@ -34,7 +34,9 @@ def test_resume_from_last_checkpoint(train_cfg, tmp_path):
     first = tmp_path / "first"
     train(train_cfg("trainer.max_epochs=1", output_dir=first))
     resumed = tmp_path / "resumed"
-    metrics = train(train_cfg("trainer.max_epochs=2", f"ckpt_path={first}/checkpoints/last.ckpt", output_dir=resumed))
+    metrics = train(
+        train_cfg("trainer.max_epochs=2", f"ckpt_path={first}/checkpoints/last.ckpt", output_dir=resumed)
+    )
     checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * (256 // 32)
     assert math.isfinite(metrics["val/recall@5"])
@@ -53,8 +55,16 @@ def test_checkpoint_from_another_encoder_dimension(train_cfg, tmp_path):
 
 
 def test_cli_overrides_and_multirun(cli_env, tmp_path):
-    common = ["+experiment=smoke", "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", "logger=csv", "test=false"]
-    single = run_module("causaldreamer.train", [*common, "model.lam=0.5", "data.batch_size=64"], cli_env, REPO)
+    common = [
+        "+experiment=smoke",
+        "trainer.max_epochs=1",
+        f"paths.log_dir={tmp_path}",
+        "logger=csv",
+        "test=false",
+    ]
+    single = run_module(
+        "causaldreamer.train", [*common, "model.lam=0.5", "data.batch_size=64"], cli_env, REPO
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     config = yaml.safe_load((run_dir / "run.yaml").read_text())["config"]
@@ -64,7 +74,10 @@ def test_cli_overrides_and_multirun(cli_env, tmp_path):
     multi = run_module("causaldreamer.train", ["-m", *common, "model.lam=0.6,0.9"], cli_env, REPO)
     assert multi.returncode == 0, multi.stderr[-2000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
-    lams = sorted(yaml.safe_load((sweep_dir / job / "run.yaml").read_text())["config"]["model"]["lam"] for job in ("0", "1"))
+    lams = sorted(
+        yaml.safe_load((sweep_dir / job / "run.yaml").read_text())["config"]["model"]["lam"]
+        for job in ("0", "1")
+    )
     assert lams == [0.6, 0.9]
 
 
@@ -78,7 +91,9 @@ def test_cli_overrides_and_multirun(cli_env, tmp_path):
     ],
 )
 def test_bad_overrides_exit_2_with_one_line(cli_env, tmp_path, override, message):
-    result = run_module("causaldreamer.train", ["+experiment=smoke", f"paths.log_dir={tmp_path}", override], cli_env, REPO)
+    result = run_module(
+        "causaldreamer.train", ["+experiment=smoke", f"paths.log_dir={tmp_path}", override], cli_env, REPO
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("run.yaml"))

@@ -36,12 +36,16 @@ class PairBatches(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices)
-        batch = {key: value.index_select(0, index) for key, value in self.tensors.items() if key != "free_cause"}
+        batch = {
+            key: value.index_select(0, index) for key, value in self.tensors.items() if key != "free_cause"
+        }
         if "free_cause" in self.tensors:
             # Per-row coin flip from (seed, epoch, rows): reproducible, also after a resume.
             generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index[0].item())) % 2**62)
             use_free = torch.rand(len(index), generator=generator) < self.free_cause_prob
-            batch["cause"] = torch.where(use_free[:, None], self.tensors["free_cause"].index_select(0, index), batch["cause"])
+            batch["cause"] = torch.where(
+                use_free[:, None], self.tensors["free_cause"].index_select(0, index), batch["cause"]
+            )
         if "token_states" in batch:
             batch["token_states"] = batch["token_states"].float()
         return batch

@@ -71,6 +71,7 @@ class EmbeddingCache:
                 with atomic_path(path) as tmp:
                     save_file(tensors, str(tmp), metadata={"texts": json.dumps(texts_all)})
                 keys = {t: i for i, t in enumerate(texts_all)}
+                log.info("embedding cache %s: encoded %d new text(s)", path, len(missing))
         return keys, tensors
 
     def _load(self, path: Path) -> tuple[dict[str, int], dict[str, torch.Tensor]]:

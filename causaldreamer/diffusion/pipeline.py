@@ -60,6 +60,8 @@ class CausalSequenceGenerator:
         template: str = DEFAULT_TEMPLATE,
         link_type: str = "causal",
         share_first_frame: bool = False,
+        progression: bool = True,
+        shared_seed: bool = True,
         height: int | None = None,
         width: int | None = None,
     ):
@@ -75,21 +77,31 @@ class CausalSequenceGenerator:
             guidance_scale=guidance_scale,
             num_inference_steps=num_inference_steps,
         )
-        if bank.encoder != encoder.identity or adapter.dim != encoder.dim:
+        self.encoder_identity = encoder.identity  # a digest of the weights: computed once
+        if bank.encoder != self.encoder_identity or adapter.dim != encoder.dim:
             raise UserError(
                 f"the adapter's effect bank was encoded with {bank.encoder} (d={bank.dim}) but the encoder is "
-                f"{encoder.identity} (d={encoder.dim}); choose the encoder the adapter was trained with"
+                f"{self.encoder_identity} (d={encoder.dim}); choose the encoder the adapter was trained with"
             )
         self.pipe, self.folder, self.encoder = pipe, adapter_folder, encoder
-        self.encoder_identity = encoder.identity
         self.adapter, self.bank = adapter.eval(), bank
         self.num_frames, self.top_k, self.lam = num_frames, top_k, float(lam)
         self.guidance_scale, self.num_inference_steps = guidance_scale, num_inference_steps
         self.retrieval, self.template, self.link_type = retrieval, template, link_type
+        # progression False: every frame gets the full intervention (a_f = 1); shared_seed False: frame f
+        # starts from its own latent (seed + f). Both are ablations of DESIGN 6.3 / 6.4.
         self.share_first_frame = share_first_frame
+        self.progression, self.shared_seed = progression, shared_seed
         default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         self.height, self.width = height or default_size, width or default_size
+        if self.height % 8 or self.width % 8:
+            raise UserError(f"height={self.height}, width={self.width}: both must be multiples of 8")
         self.state = install_causal_processors(pipe.unet, adapter.num_heads, share_first_frame)
+        self.processors = pipe.unet.attn_processors
+
+    def activate(self) -> None:
+        """Put this generator's processors back on the UNet: another generator may share the pipeline."""
+        self.pipe.unet.set_attn_processor(dict(self.processors))  # diffusers empties the dict it is given
 
     @torch.inference_mode()
     def plan(self, cause: str) -> SequencePlan:
@@ -120,12 +132,17 @@ class CausalSequenceGenerator:
             q_gate=output.q_gate.expand(frames, -1).to(device),
             k_gate=output.k_gate.expand(frames, -1, -1).to(device),
             bias=output.bias.expand(frames, -1, -1).to(device),
-            progress=torch.tensor(plan.retrieved.progress, device=device),
+            progress=torch.tensor(self.progress(plan), device=device),
             lam=self.lam,
         )
 
+    def progress(self, plan: SequencePlan) -> list[float]:
+        """Progression weight a_f of each frame: (f+1)/T, or 1 everywhere with ``progression`` off."""
+        return plan.retrieved.progress if self.progression else [1.0] * self.num_frames
+
     def initial_latents(self, seed: int) -> torch.Tensor:
-        """One latent drawn from ``seed`` (on CPU, so it is the same on every device), repeated per frame."""
+        """One latent drawn from ``seed`` (on CPU, so it is the same on every device), repeated per frame;
+        without a shared seed, frame f draws its own from ``seed + f``."""
         unet = self.pipe.unet
         shape = (
             1,
@@ -133,11 +150,13 @@ class CausalSequenceGenerator:
             self.height // self.pipe.vae_scale_factor,
             self.width // self.pipe.vae_scale_factor,
         )
-        latent = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-        return latent.repeat(self.num_frames, 1, 1, 1).to(unet.device, unet.dtype)
+        seeds = [seed if self.shared_seed else seed + f for f in range(self.num_frames)]
+        latents = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        return torch.cat(latents).to(unet.device, unet.dtype)
 
     def render(self, plan: SequencePlan, seed: int):
         """All frames in one batched pipeline call, the intervention set on the processors for its duration."""
+        self.activate()
         self.state.set_sequence(self.num_frames, self.intervention(plan))
         try:
             return self.pipe(
@@ -160,7 +179,7 @@ class CausalSequenceGenerator:
 
     def record(self, plan: SequencePlan, seed: int, nsfw: list[bool] | None) -> dict:
         """The JSON record of one sequence (DESIGN 6.5)."""
-        retrieved = plan.retrieved
+        retrieved, progress = plan.retrieved, self.progress(plan)
         frames = [
             {
                 "frame": f,
@@ -168,7 +187,7 @@ class CausalSequenceGenerator:
                 "bank_index": retrieved.bank_indices[f],
                 "score": retrieved.scores[f],
                 "t_k": retrieved.positions[f],
-                "progress": retrieved.progress[f],
+                "progress": progress[f],
                 "prompt": plan.prompts[f],
             }
             for f in range(self.num_frames)
@@ -188,6 +207,8 @@ class CausalSequenceGenerator:
             "height": self.height,
             "width": self.width,
             "share_first_frame": self.share_first_frame,
+            "progression": self.progression,
+            "shared_seed": self.shared_seed,
             "models": {
                 "diffusion": self.pipe.name_or_path,
                 "scheduler": type(self.pipe.scheduler).__name__,

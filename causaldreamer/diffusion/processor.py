@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from causaldreamer.errors import UserError
 from causaldreamer.intervention import NUM_SPANS, SPAN_NONE, intervention_attention
@@ -218,21 +218,18 @@ class SharedFrameAttnProcessor(_FusedAttnProcessor):
         return F.scaled_dot_product_attention(query, with_first_frame(key), with_first_frame(value))
 
 
-def attention_module_name(processor_name: str) -> str:
-    return processor_name.removesuffix(".processor")
-
-
 def install_causal_processors(
     unet, num_heads: int, share_first_frame: bool = False
 ) -> SequenceAttentionState:
     """Give every cross-attention layer of ``unet`` an intervention processor (and, optionally, every
-    self-attention layer the shared frame-0 one); other processors stay as they are. Returns the state
-    the new processors share."""
+    self-attention layer the shared frame-0 one); other processors stay as they are, except that a
+    shared frame-0 one left by an earlier install goes back to stock. Returns the state the new
+    processors share."""
     state = SequenceAttentionState()
     processors = {}
     for name, processor in unet.attn_processors.items():
         if name.endswith("attn2.processor"):
-            heads = unet.get_submodule(attention_module_name(name)).heads
+            heads = unet.get_submodule(name.removesuffix(".processor")).heads
             if heads != num_heads:
                 raise UserError(
                     f"the adapter has {num_heads} attention heads but the UNet's cross-attention layer {name} "
@@ -241,6 +238,8 @@ def install_causal_processors(
             processors[name] = CausalInterventionAttnProcessor(state)
         elif share_first_frame and name.endswith("attn1.processor"):
             processors[name] = SharedFrameAttnProcessor(state)
+        elif isinstance(processor, SharedFrameAttnProcessor):
+            processors[name] = AttnProcessor2_0()
         else:
             processors[name] = processor
     if not any(isinstance(p, CausalInterventionAttnProcessor) for p in processors.values()):

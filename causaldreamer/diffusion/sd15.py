@@ -26,7 +26,7 @@ def load_stable_diffusion(
     extra = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            name_or_path, torch_dtype=torch.float16 if half else torch.float32, **extra
+            name_or_path, dtype=torch.float16 if half else torch.float32, **extra
         )
     except (OSError, ValueError) as err:
         raise UserError(

@@ -1,0 +1,173 @@
+"""``python -m causaldreamer.evaluate method=NAME [adapter=PATH] [limit=N]``: a method over the benchmark.
+
+Hydra composes ``conf/evaluate.yaml``. For each scenario of ``test_counterfactual.csv`` (the first
+``limit``) the method draws one sequence into its own folder of ``output_dir``; complete folders of an
+earlier run are reused, so an interrupted evaluation resumes. Every sequence is then scored with the six
+metrics of DESIGN 7, each frame against the effect it shows. Written: ``sequences.csv`` (one row per
+sequence), ``summary.csv`` and ``summary.md`` (the paper's table; for CausalDreamer also counterfactual
+coverage), ``metrics.json`` (for sweep summaries), a W&B run. All settings and models are checked and
+loaded before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from causaldreamer.config import register_resolvers, write_run_record
+from causaldreamer.data.files import load_counterfactual
+from causaldreamer.diffusion.sd15 import resolve_device
+from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
+from causaldreamer.errors import UserError, exit_on_user_error
+from causaldreamer.evaluation.sequences import check_reusable, read_sequence
+from causaldreamer.evaluation.tables import (
+    SUMMARY_FILE,
+    method_label,
+    results_markdown,
+    write_csv,
+    write_markdown,
+)
+from causaldreamer.evaluation.wandb_log import log_evaluation
+from causaldreamer.metrics.features import ClipFeatures, DinoFeatures, sequence_features
+from causaldreamer.metrics.sequence import sequence_metrics
+from causaldreamer.sweeps.records import write_run_metrics
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+CHECKED_GROUPS = ("method", "diffusion", "encoder", "logger")
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """An unknown option of a config group (``method=nope``) as the project's one-line error. Hydra
+    reports it itself only as a multi-line message with exit code 1; sweep functions are left to it."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key not in CHECKED_GROUPS or not value or "(" in value or value == "null":
+            continue
+        options = sorted(path.stem for path in (CONFIG_DIR / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options:
+                raise UserError(f"{key}={choice!r} is not a known {key}; use one of: {', '.join(options)}")
+
+
+def read_scenarios(cfg: DictConfig) -> pd.DataFrame:
+    """The benchmark's rows (cause, effect1..effect8), the first ``limit``."""
+    limit = cfg.limit
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise UserError(f"limit={limit!r}: must be null (all scenarios) or an integer >= 1")
+    path = Path(cfg.scenarios_file)
+    if not path.is_file():
+        raise UserError(f"scenarios_file={path} not found; point it at test_counterfactual.csv")
+    scenarios = load_counterfactual(path)
+    return scenarios if limit is None else scenarios.head(limit)
+
+
+def reference_effects(scenario: pd.Series) -> list[str]:
+    columns = sorted((c for c in scenario.index if c.startswith("effect")), key=lambda c: int(c[6:]))
+    return [scenario[c] for c in columns]
+
+
+def feature_extractors(settings: DictConfig) -> tuple[DinoFeatures, ClipFeatures]:
+    """DINOv2 and CLIP from ``metrics.dino_model`` / ``metrics.clip_model``, or random weights (tiny)."""
+    if settings.tiny:
+        dino, clip = DinoFeatures.tiny(), ClipFeatures.tiny()
+    else:
+        dino = DinoFeatures.from_pretrained(settings.dino_model, settings.batch_size)
+        clip = ClipFeatures.from_pretrained(settings.clip_model, settings.batch_size)
+    device = resolve_device(settings.device)
+    return dino.to(device), clip.to(device)
+
+
+def score_sequences(
+    folders: list[Path], dino: DinoFeatures, clip: ClipFeatures
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """One row of the six metrics per sequence (each frame against the effect its record says it shows),
+    and their means over all sequences."""
+    metrics, rows = sequence_metrics(), []
+    for scenario, folder in enumerate(tqdm(folders, desc="scoring", unit="seq")):
+        frames, record = read_sequence(folder)
+        effects = [frame["effect"] for frame in record["frames"]]
+        values = metrics(**sequence_features(frames, record["cause"], effects, dino, clip))
+        row = {"scenario": scenario, "cause": record["cause"], "folder": folder.name}
+        rows.append(row | {name: float(value) for name, value in values.items()} | {"effects": json.dumps(effects)})
+    return pd.DataFrame(rows), {name: float(value) for name, value in metrics.compute().items()}
+
+
+def sweep_metrics(summary: dict, retrieval: str | None) -> dict[str, float]:
+    """The summary under the names sweep summaries read (``gen/...``, ``coverage/...``); plain coverage
+    is the one of the retrieval mode the frames used."""
+    metrics = {f"gen/{name}": summary[name] for name in ("dino_tcs", "sds", "clip", "ccs", "cps", "etc")}
+    for run in ("topk", "path", "zero_shot"):
+        if f"coverage_{run}_mean" in summary:
+            for stat in ("mean", "share"):
+                metrics[f"coverage/{run}/{stat}"] = summary[f"coverage_{run}_{stat}"]
+    if retrieval is not None and f"coverage_{retrieval}_mean" in summary:
+        metrics["coverage/mean"] = summary[f"coverage_{retrieval}_mean"]
+        metrics["coverage/share"] = summary[f"coverage_{retrieval}_share"]
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> pd.DataFrame:
+    """Check and load everything, draw the missing sequences, score all of them; returns the summary row."""
+    scenarios = read_scenarios(cfg)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise UserError(f"seed={cfg.seed!r}: must be an integer")
+    dino, clip = feature_extractors(cfg.metrics)
+    method = instantiate(cfg.method)
+    # Imported only now: it imports diffusers, and bad settings should fail before that.
+    from causaldreamer.methods.causaldreamer import CausalDreamerMethod
+
+    output_dir = Path(cfg.output_dir)
+    causes = scenarios["cause"].tolist()
+    folders = [output_dir / sequence_folder_name(i, cause) for i, cause in enumerate(causes)]
+    done = [i for i, folder in enumerate(folders) if is_complete(folder)]
+    for i in done:
+        check_reusable(folders[i], {**method.record(), "cause": causes[i], "seed": cfg.seed})
+    log.info("%d of %d sequences already complete in %s: reused", len(done), len(folders), output_dir)
+
+    write_run_record(cfg, output_dir)
+    todo = [i for i in range(len(folders)) if i not in set(done)]
+    for i in tqdm(todo, desc="sequences", unit="seq"):
+        sequence = method.generate_sequence(causes[i], reference_effects(scenarios.iloc[i]), cfg.seed)
+        write_sequence(folders[i], sequence.frames, sequence.record)
+    log.info("generated %d sequence(s) into %s", len(todo), output_dir)
+
+    sequences, means = score_sequences(folders, dino, clip)
+    summary = {"method": method.name, "label": cfg.label or method_label(method.name), "scenarios": len(folders)}
+    summary |= means
+    retrieval = None
+    if isinstance(method, CausalDreamerMethod):
+        summary |= method.counterfactual_coverage(scenarios)
+        retrieval = method.generator.retrieval
+    summary["models"] = json.dumps(method.model_ids)
+    table = pd.DataFrame([summary])
+    write_csv(sequences, output_dir / "sequences.csv")
+    write_csv(table, output_dir / SUMMARY_FILE)
+    markdown = results_markdown(table)
+    write_markdown(markdown, output_dir / "summary.md")
+    write_run_metrics(output_dir, sweep_metrics(summary, retrieval))
+    print(markdown, flush=True)
+    wandb_settings = (cfg.get("logger") or {}).get("wandb")
+    log_evaluation(wandb_settings, OmegaConf.to_container(cfg, resolve=True), sequences, folders, summary)
+    return table
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(check_group_choices)(sys.argv[1:])
+    main()

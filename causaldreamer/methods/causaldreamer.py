@@ -1,0 +1,128 @@
+"""``causaldreamer``: the method itself (DESIGN 6.2-6.5) behind the baselines' interface.
+
+The baselines draw the reference effects they are given; CausalDreamer retrieves and orders its own
+effects from its adapter's bank, so the ``effects`` argument is not shown. Each sequence's record says
+which effect every frame shows, and the metrics pair each frame with that effect.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+
+from causaldreamer.diffusion.adapter_folder import load_adapter_folder
+from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
+from causaldreamer.diffusion.settings import check_settings
+from causaldreamer.metrics.coverage import counterfactual_coverage
+from causaldreamer.methods.base import MethodSequence, SequenceMethod
+from causaldreamer.prompts import DEFAULT_TEMPLATE
+
+
+class CausalDreamerMethod(SequenceMethod):
+    """A ``CausalSequenceGenerator`` (pipeline, adapter folder, encoder) as a ``SequenceMethod``."""
+
+    def __init__(self, generator: CausalSequenceGenerator):
+        super().__init__(
+            "causaldreamer",
+            {
+                "pipeline": generator.pipe.name_or_path,
+                "encoder": generator.encoder_identity,
+                "adapter": str(generator.folder.path),
+            },
+        )
+        self.generator = generator
+
+    def generate(self, cause: str, effects: list[str], seed: int) -> list[Image.Image]:
+        return self.generate_sequence(cause, effects, seed).frames
+
+    def generate_sequence(self, cause: str, effects: list[str], seed: int) -> MethodSequence:
+        """num_frames frames of the effects the adapter retrieves; ``effects`` (the reference) only
+        goes into the record, beside them."""
+        sequence = self.generator.generate(cause, seed)
+        record = {**self.record(), **sequence.record, "reference_effects": list(effects)}
+        return MethodSequence(sequence.frames, record)
+
+    def record(self) -> dict:
+        """The settings every sequence of this method shares (the generator's record holds them too)."""
+        g = self.generator
+        return super().record() | {
+            "num_frames": g.num_frames,
+            "top_k": g.top_k,
+            "lambda": g.lam,
+            "retrieval": g.retrieval,
+            "link_type": g.link_type,
+            "template": g.template,
+            "guidance_scale": g.guidance_scale,
+            "num_inference_steps": g.num_inference_steps,
+            "height": g.height,
+            "width": g.width,
+            "share_first_frame": g.share_first_frame,
+            "progression": g.progression,
+            "shared_seed": g.shared_seed,
+            "adapter_sha256": g.folder.adapter_sha256,
+            "effect_bank_sha256": g.folder.bank_sha256,
+        }
+
+    def counterfactual_coverage(self, scenarios: pd.DataFrame) -> dict[str, float]:
+        """Text side (DESIGN 7) on ``scenarios``: the adapter's top_k effects in both retrieval modes,
+        beside zero-shot retrieval (e_hat = c, where both modes pick the same effects)."""
+        g = self.generator
+        runs = {"topk": g.folder.adapter, "path": g.folder.adapter, "zero_shot": None}
+        result = {}
+        for name, adapter in runs.items():
+            mode = "topk" if adapter is None else name
+            coverage = counterfactual_coverage(adapter, g.encoder, g.bank, scenarios, g.top_k, mode)
+            result[f"coverage_{name}_mean"], result[f"coverage_{name}_share"] = coverage["mean"], coverage["share"]
+        return result
+
+
+def build_causaldreamer(
+    adapter: str,
+    pipeline: DictConfig,
+    encoder: DictConfig,
+    safety_checker: bool = False,
+    num_frames: int = 8,
+    top_k: int = 8,
+    lam: float = 0.7,
+    retrieval: str = "topk",
+    link_type: str = "causal",
+    template: str = DEFAULT_TEMPLATE,
+    share_first_frame: bool = False,
+    progression: bool = True,
+    shared_seed: bool = True,
+    guidance_scale: float = 7.5,
+    num_inference_steps: int = 50,
+    height: int | None = None,
+    width: int | None = None,
+) -> CausalDreamerMethod:
+    """The adapter folder and the settings are checked first; only then are the diffusion pipeline and
+    the encoder (Hydra configs: the ``diffusion`` and ``encoder`` groups) built."""
+    folder = load_adapter_folder(adapter)
+    settings = {
+        "num_frames": num_frames,
+        "top_k": top_k,
+        "lam": lam,
+        "retrieval": retrieval,
+        "link_type": link_type,
+        "template": template,
+        "guidance_scale": guidance_scale,
+        "num_inference_steps": num_inference_steps,
+    }
+    check_settings(bank_size=len(folder.bank), **settings)
+    # A blacked-out frame would corrupt the metrics, so, like the baselines, no NSFW checker by default.
+    options = {"safety_checker": safety_checker} if "safety_checker" in pipeline else {}
+    generator = CausalSequenceGenerator(
+        instantiate(pipeline, **options),
+        folder,
+        instantiate(encoder),
+        share_first_frame=share_first_frame,
+        progression=progression,
+        shared_seed=shared_seed,
+        height=height,
+        width=width,
+        **settings,
+    )
+    generator.pipe.set_progress_bar_config(disable=True)
+    return CausalDreamerMethod(generator)

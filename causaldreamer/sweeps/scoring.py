@@ -1,0 +1,182 @@
+"""After training, score the exported adapter the way the studies compare runs (DESIGN 7).
+
+Recall alone rewards an adapter that overfits the terse training causes, so every scored run also
+reports counterfactual coverage on the free-form causes of ``test_counterfactual.csv``, beside the
+zero-shot baseline (text side, seconds on a CPU). When a diffusion model is configured
+(``diffusion=sd15``, or ``diffusion=tiny`` for tests), it also generates sequences for the first
+scenarios with the run's lambda and top_k, writes them under ``<run>/sequences`` and reports the six
+image metrics. Enabled by the ``scoring`` key (``+experiment=study`` and every sweep experiment).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from causaldreamer.data.embedding_cache import EmbeddingCache
+from causaldreamer.diffusion.adapter_folder import AdapterFolder, load_adapter_folder
+from causaldreamer.diffusion.settings import RETRIEVAL_MODES, check_settings
+from causaldreamer.encoders import TextEncoder
+from causaldreamer.errors import UserError
+from causaldreamer.metrics.coverage import counterfactual_coverage
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("pretrained", "tiny")
+
+
+class CachedSentences:
+    """What ``counterfactual_coverage`` needs of an encoder, served from the embedding cache: the
+    benchmark's texts are encoded once for all runs of all sweeps, not once per run."""
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path):
+        self.cache = EmbeddingCache(cache_dir, encoder)
+        self.dim = encoder.dim
+        self.batch_size = sys.maxsize  # one call: the cache batches the encoder itself
+
+    def encode(self, texts: list[str]):
+        return self.cache.sentences(list(texts))
+
+
+class RunScorer:
+    """Built before training, so bad scoring settings fail in seconds, not after the run."""
+
+    def __init__(self, cfg: DictConfig):
+        self.scoring, self.diffusion = cfg.scoring, cfg.get("diffusion")
+        self.cache_dir, self.output_dir = cfg.paths.cache_dir, Path(cfg.paths.output_dir)
+        if not cfg.get("export_dir"):
+            raise UserError(
+                "scoring needs the exported adapter; set export_dir (e.g. export_dir=${paths.output_dir}/adapter)"
+            )
+        self.scenarios_file = Path(self.scoring.scenarios)
+        if not self.scenarios_file.is_file():
+            raise UserError(
+                f"scoring.scenarios={self.scenarios_file} not found; point it at test_counterfactual.csv"
+            )
+        if self.scoring.retrieval not in RETRIEVAL_MODES:
+            raise UserError(
+                f"scoring.retrieval={self.scoring.retrieval!r}: use one of {', '.join(RETRIEVAL_MODES)}"
+            )
+        if not _positive_int(self.scoring.top_k):
+            raise UserError(f"scoring.top_k={self.scoring.top_k!r}: must be an integer >= 1")
+        if self.scoring.limit is not None and not _positive_int(self.scoring.limit):
+            raise UserError(
+                f"scoring.limit={self.scoring.limit!r}: must be null (all scenarios) or an integer >= 1"
+            )
+        if self.diffusion:
+            self._check_generation()
+
+    def _check_generation(self) -> None:
+        gen = self.scoring.generation
+        if not _positive_int(gen.num_scenarios):
+            raise UserError(
+                f"scoring.generation.num_scenarios={gen.num_scenarios!r}: must be an integer >= 1"
+            )
+        if gen.features not in FEATURES:
+            raise UserError(f"scoring.generation.features={gen.features!r}: use one of {', '.join(FEATURES)}")
+        check_settings(  # the bank's size is known only after training; the generator checks it again
+            num_frames=gen.num_frames,
+            top_k=self.scoring.top_k,
+            lam=gen.lam,
+            bank_size=sys.maxsize,
+            retrieval=self.scoring.retrieval,
+            template=gen.template,
+            guidance_scale=self.diffusion.guidance_scale,
+            num_inference_steps=self.diffusion.num_inference_steps,
+        )
+
+    def score(self, adapter_dir: Path, encoder: TextEncoder, trainer: L.Trainer) -> dict[str, float]:
+        """Coverage (and image metrics), logged to the run's loggers and returned."""
+        folder = load_adapter_folder(adapter_dir)
+        scenarios = pd.read_csv(self.scenarios_file)
+        if self.scoring.limit is not None:
+            scenarios = scenarios.head(self.scoring.limit)
+        metrics = self.coverage(folder, encoder, scenarios)
+        if self.diffusion:
+            metrics.update(self.generation(folder, encoder, scenarios, self.output_dir / "sequences"))
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.save()
+        for name, value in metrics.items():
+            log.info("%s = %.4f", name, value)
+        return metrics
+
+    def coverage(
+        self, folder: AdapterFolder, encoder: TextEncoder, scenarios: pd.DataFrame
+    ) -> dict[str, float]:
+        texts = CachedSentences(encoder, self.cache_dir)
+        metrics = {}
+        for prefix, adapter in (("coverage", folder.adapter), ("coverage/zero_shot", None)):
+            result = counterfactual_coverage(
+                adapter,
+                texts,
+                folder.bank,
+                scenarios,
+                self.scoring.top_k,
+                self.scoring.retrieval,
+                self.scoring.threshold,
+            )
+            metrics[f"{prefix}/mean"], metrics[f"{prefix}/share"] = result["mean"], result["share"]
+        return metrics
+
+    def generator(self, folder: AdapterFolder, encoder: TextEncoder):
+        """The sequence generator this run's scoring config describes (the ablation switches included)."""
+        # Imported only here: diffusers takes seconds to import.
+        from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
+
+        gen, diffusion = self.scoring.generation, self.diffusion
+        generator = CausalSequenceGenerator(
+            instantiate(diffusion.pipeline),
+            folder,
+            encoder,
+            num_frames=gen.num_frames,
+            top_k=self.scoring.top_k,
+            lam=gen.lam,
+            guidance_scale=diffusion.guidance_scale,
+            num_inference_steps=diffusion.num_inference_steps,
+            retrieval=self.scoring.retrieval,
+            template=gen.template,
+            share_first_frame=gen.share_first_frame,
+            progression=gen.progression,
+            shared_seed=gen.shared_seed,
+            height=diffusion.height,
+            width=diffusion.width,
+        )
+        generator.pipe.set_progress_bar_config(disable=True)
+        return generator
+
+    def generation(
+        self, folder: AdapterFolder, encoder: TextEncoder, scenarios: pd.DataFrame, output_dir: Path
+    ) -> dict[str, float]:
+        """Generate the first num_scenarios sequences into ``output_dir`` and score them."""
+        from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
+        from causaldreamer.metrics.features import ClipFeatures, DinoFeatures, sequence_features
+        from causaldreamer.metrics.sequence import sequence_metrics
+
+        gen = self.scoring.generation
+        generator = self.generator(folder, encoder)
+        if gen.features == "tiny":
+            dino, clip = DinoFeatures.tiny(), ClipFeatures.tiny()
+        else:
+            dino, clip = (
+                DinoFeatures.from_pretrained(gen.dino_model),
+                ClipFeatures.from_pretrained(gen.clip_model),
+            )
+        dino, clip = dino.to(generator.pipe.device), clip.to(generator.pipe.device)
+        metrics = sequence_metrics()
+        for i, cause in enumerate(scenarios["cause"].head(gen.num_scenarios)):
+            sequence = generator.generate(cause, gen.seed)
+            write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, sequence.record)
+            effects = [frame["effect"] for frame in sequence.record["frames"]]
+            metrics.update(**sequence_features(sequence.frames, cause, effects, dino, clip))
+        return {f"gen/{name}": float(value) for name, value in metrics.compute().items()}
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -1,0 +1,154 @@
+"""Per-epoch training wall time: cached embeddings (ours) vs the paper's loop that re-encodes every batch.
+
+Same machine, same batch size, same adapter, losses and Lightning Trainer; the only difference is where
+the text embeddings come from. The paper's loop runs the frozen encoder on 3 text batches per step
+(causes, effects, composed prompts). Usage:
+
+    python experiments/bench_train.py [--epochs 3] [--paper-steps 60] [--threads N]
+
+Our epochs are timed whole; the paper's epoch is timed over ``--paper-steps`` steps (after one warm-up
+step) and scaled to the epoch's step count, which the output says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from causaldreamer.adapter import CausalAdapter
+from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
+from causaldreamer.encoders import MiniLMEncoder
+from causaldreamer.module import CausalAdapterModule
+from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
+
+
+class EpochTimer(L.Callback):
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class TextRows(torch.utils.data.Dataset):
+    """The paper's data: raw text per row, encoded inside the training step."""
+
+    def __init__(self, datamodule: CausalPairsDataModule):
+        rows = datamodule.pairs.rows.iloc[datamodule.pairs.splits["train"]]
+        self.rows = list(zip(rows["cause"], rows["effect"], rows["link_type"], strict=True))
+        self.effect_id = datamodule.datasets["train"].tensors["effect_id"]
+        self.link_type = datamodule.datasets["train"].tensors["link_type"]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i][0], self.rows[i][1], self.effect_id[i], self.link_type[i]
+
+
+class ReencodingModule(CausalAdapterModule):
+    """The paper's loop: the frozen encoder runs on every batch, then the same losses."""
+
+    def __init__(self, datamodule: CausalPairsDataModule, **kwargs):
+        super().__init__(**kwargs)
+        self.datamodule, self.encoder = datamodule, datamodule.encoder
+
+    def setup(self, stage: str) -> None:
+        self.attach_bank(self.datamodule)
+
+    def training_step(self, batch, batch_idx):
+        causes, effects, effect_id, link_type = batch
+        composed = [compose(DEFAULT_TEMPLATE, c, e) for c, e in zip(causes, effects, strict=True)]
+        with torch.no_grad():
+            cause, effect = self.encoder.encode(list(causes)), self.encoder.encode(list(effects))
+            states, mask, spans = self.encoder.token_states(
+                [c[0] for c in composed], [c[1] for c in composed]
+            )
+        tensors = {
+            "cause": cause,
+            "effect": effect,
+            "effect_id": effect_id,
+            "link_type": link_type,
+            "token_states": states,
+            "token_spans": spans.masked_fill(~mask, -1),
+        }
+        return super().training_step(tensors, batch_idx)
+
+
+def time_ours(datamodule, epochs: int) -> list[float]:
+    timer = EpochTimer()
+    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds
+
+
+def time_paper(datamodule, steps: int) -> tuple[float, int]:
+    """Seconds per epoch of the re-encoding loop, from ``steps`` timed steps; and the epoch's step count."""
+    dataset = TextRows(datamodule)
+    loader = DataLoader(
+        dataset, batch_size=datamodule.batch_size, sampler=EpochShuffle(dataset, 0), drop_last=True
+    )
+    timer = EpochTimer()
+    module = ReencodingModule(datamodule, adapter=CausalAdapter(dim=datamodule.encoder.dim))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=steps + 1,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return timer.seconds[0] * len(loader) / (steps + 1), len(loader)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of our loop to time")
+    parser.add_argument("--paper-steps", type=int, default=60, help="steps of the paper's loop to time")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data_dir = os.environ.get("CAUSALDREAMER_DATA_DIR", "../shared/data/causallite10k")
+    cache_dir = os.environ.get("CAUSALDREAMER_CACHE_DIR", ".cache/causaldreamer")
+    datamodule = CausalPairsDataModule(data_dir, cache_dir, MiniLMEncoder(), batch_size=args.batch_size)
+    datamodule.prepare_data()
+    datamodule.setup("fit")  # builds the embedding cache once, outside the timings
+    ours = time_ours(datamodule, args.epochs)
+    paper, steps = time_paper(datamodule, args.paper_steps)
+    ours_epoch = sorted(ours)[len(ours) // 2]
+    print(f"threads={args.threads} batch_size={args.batch_size} steps_per_epoch={steps}")
+    print(
+        f"ours (cached embeddings): {ours_epoch:.3f} s/epoch (median of {len(ours)}: {[round(s, 3) for s in ours]})"
+    )
+    print(f"paper (re-encode every batch): {paper:.2f} s/epoch (from {args.paper_steps} timed steps)")
+    print(f"speed-up: {paper / ours_epoch:.1f}x")
+    print(f"default schedule (200 epochs) at our rate: {200 * ours_epoch:.0f} s of training")
+
+
+if __name__ == "__main__":
+    main()
