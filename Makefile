@@ -9,7 +9,7 @@ export CAUSALDREAMER_DATA_DIR ?= $(SHARED_DATA)
 endif
 export WANDB_MODE ?= offline
 
-.PHONY: help install train test lint format bench clean
+.PHONY: help install train test test-reliability lint format bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ train: install  ## train the causal adapter on CausalLite10K with the default co
 
 test: install  ## run the test suite
 	$(PY) -m pytest $(ARGS)
+
+test-reliability: install  ## kills and resumes, damaged files, bad input, parallel jobs (pytest -m reliability)
+	$(PY) -m pytest -m reliability $(ARGS)
 
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check causaldreamer tests experiments

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-RESUME_KEY = "resume_state"
+from causaldreamer.checkpoints import RESUME_KEY
 
 
 class ResumeState(L.Callback):
@@ -34,11 +34,6 @@ class ResumeState(L.Callback):
         state = checkpoint.get(RESUME_KEY)
         if state is not None:
             restore_rng_states(state["rng"])
-
-
-def wandb_run_id(checkpoint: dict) -> str | None:
-    """The W&B run a checkpoint was logged to, so that resuming continues that run."""
-    return (checkpoint.get(RESUME_KEY) or {}).get("wandb_run_id")
 
 
 def capture_rng_states() -> dict:

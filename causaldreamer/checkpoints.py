@@ -1,8 +1,8 @@
-"""Training checkpoints: written atomically, read weights-only, checked before a resumed run writes anything.
+"""Reading a training checkpoint to resume from, before a run imports Lightning or writes anything.
 
-Lightning's own save goes through a temporary file in the system temp folder and a move; when that folder
-is on another filesystem the move is a copy, and a kill during the copy leaves half a checkpoint.
-``AtomicCheckpointIO`` writes beside the target and swaps the file in whole with ``os.replace``.
+It is loaded weights-only (no pickled code runs) and checked whole: torch.load does not verify the zip
+archive's checksums, so a flipped byte would otherwise load silently. It also tells which encoder
+dimension it was trained for and which W&B run it logged to (``ResumeState`` puts that there).
 """
 
 from __future__ import annotations
@@ -13,20 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from causaldreamer.errors import UserError
-from causaldreamer.io import atomic_path
 
 ADAPTER_DIM_KEY = "adapter.relation.weight"  # [3, d]: its second dimension is the encoder's
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+RESUME_KEY = "resume_state"  # written by causaldreamer.callbacks.ResumeState
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -35,7 +26,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     fix = "resume from a .ckpt written by causaldreamer.train (e.g. another one in its checkpoints/ folder)"
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one has no directory
         raise UserError(f"checkpoint {path} is truncated or not a checkpoint (no zip archive); {fix}")
-    try:  # torch.load does not check the archive's CRCs: a flipped byte would load silently
+    try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as err:
@@ -69,3 +60,8 @@ def check_adapter_dim(checkpoint: dict[str, Any], dim: int, path: str | Path) ->
             f"the checkpoint's adapter is {weight.shape[1]}-d but the configured encoder gives {dim}-d; "
             "resume with the encoder it was trained with"
         )
+
+
+def wandb_run_id(checkpoint: dict[str, Any]) -> str | None:
+    """The W&B run a checkpoint was logged to, so that resuming continues that run."""
+    return (checkpoint.get(RESUME_KEY) or {}).get("wandb_run_id")

@@ -18,17 +18,18 @@ from pathlib import Path
 
 import hydra
 import pandas as pd
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.data.files import load_counterfactual
-from causaldreamer.diffusion.sd15 import resolve_device
 from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
 from causaldreamer.errors import UserError, exit_on_user_error
 from causaldreamer.evaluation.sequences import check_reusable, read_sequence
 from causaldreamer.evaluation.tables import (
+    METRIC_HEADERS,
     SUMMARY_FILE,
     method_label,
     results_markdown,
@@ -84,7 +85,7 @@ def feature_extractors(settings: DictConfig) -> tuple[DinoFeatures, ClipFeatures
     else:
         dino = DinoFeatures.from_pretrained(settings.dino_model, settings.batch_size)
         clip = ClipFeatures.from_pretrained(settings.clip_model, settings.batch_size)
-    device = resolve_device(settings.device)
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return dino.to(device), clip.to(device)
 
 
@@ -99,22 +100,45 @@ def score_sequences(
         effects = [frame["effect"] for frame in record["frames"]]
         values = metrics(**sequence_features(frames, record["cause"], effects, dino, clip))
         row = {"scenario": scenario, "cause": record["cause"], "folder": folder.name}
-        rows.append(row | {name: float(value) for name, value in values.items()} | {"effects": json.dumps(effects)})
-    return pd.DataFrame(rows), {name: float(value) for name, value in metrics.compute().items()}
+        row |= {name: float(values[name]) for name in METRIC_HEADERS}
+        rows.append(row | {"effects": json.dumps(effects)})
+    means = metrics.compute()
+    return pd.DataFrame(rows), {name: float(means[name]) for name in METRIC_HEADERS}
 
 
-def sweep_metrics(summary: dict, retrieval: str | None) -> dict[str, float]:
+def sweep_metrics(summary: dict) -> dict[str, float]:
     """The summary under the names sweep summaries read (``gen/...``, ``coverage/...``); plain coverage
     is the one of the retrieval mode the frames used."""
-    metrics = {f"gen/{name}": summary[name] for name in ("dino_tcs", "sds", "clip", "ccs", "cps", "etc")}
+    metrics = {f"gen/{name}": summary[name] for name in METRIC_HEADERS}
     for run in ("topk", "path", "zero_shot"):
         if f"coverage_{run}_mean" in summary:
             for stat in ("mean", "share"):
                 metrics[f"coverage/{run}/{stat}"] = summary[f"coverage_{run}_{stat}"]
+    retrieval = summary.get("retrieval")
     if retrieval is not None and f"coverage_{retrieval}_mean" in summary:
         metrics["coverage/mean"] = summary[f"coverage_{retrieval}_mean"]
         metrics["coverage/share"] = summary[f"coverage_{retrieval}_share"]
     return metrics
+
+
+def reused_sequences(method, folders: list[Path], causes: list[str], seed: int) -> set[int]:
+    """The scenarios whose folder already holds a complete sequence of this method, settings and seed."""
+    done = {i for i, folder in enumerate(folders) if is_complete(folder)}
+    for i in sorted(done):
+        check_reusable(folders[i], {**method.record(), "cause": causes[i], "seed": seed})
+    log.info("%d of %d sequences already complete in %s: reused", len(done), len(folders), folders[0].parent)
+    return done
+
+
+def summary_row(method, label: str | None, scenarios: pd.DataFrame, means: dict[str, float]) -> dict:
+    """The run's line of the results table: the metric means, and CausalDreamer's coverage beside them."""
+    from causaldreamer.methods.causaldreamer import CausalDreamerMethod  # imports diffusers: not at start-up
+
+    row = {"method": method.name, "label": label or method_label(method.name), "scenarios": len(scenarios)}
+    row |= means
+    if isinstance(method, CausalDreamerMethod):  # retrieval: the mode its frames' effects came from
+        row |= {"retrieval": method.generator.retrieval, **method.counterfactual_coverage(scenarios)}
+    return row | {"models": json.dumps(method.model_ids)}
 
 
 def evaluate(cfg: DictConfig) -> pd.DataFrame:
@@ -124,41 +148,30 @@ def evaluate(cfg: DictConfig) -> pd.DataFrame:
         raise UserError(f"seed={cfg.seed!r}: must be an integer")
     dino, clip = feature_extractors(cfg.metrics)
     method = instantiate(cfg.method)
-    # Imported only now: it imports diffusers, and bad settings should fail before that.
-    from causaldreamer.methods.causaldreamer import CausalDreamerMethod
 
     output_dir = Path(cfg.output_dir)
     causes = scenarios["cause"].tolist()
     folders = [output_dir / sequence_folder_name(i, cause) for i, cause in enumerate(causes)]
-    done = [i for i, folder in enumerate(folders) if is_complete(folder)]
-    for i in done:
-        check_reusable(folders[i], {**method.record(), "cause": causes[i], "seed": cfg.seed})
-    log.info("%d of %d sequences already complete in %s: reused", len(done), len(folders), output_dir)
-
+    done = reused_sequences(method, folders, causes, cfg.seed)
     write_run_record(cfg, output_dir)
-    todo = [i for i in range(len(folders)) if i not in set(done)]
+    todo = [i for i in range(len(folders)) if i not in done]
     for i in tqdm(todo, desc="sequences", unit="seq"):
         sequence = method.generate_sequence(causes[i], reference_effects(scenarios.iloc[i]), cfg.seed)
         write_sequence(folders[i], sequence.frames, sequence.record)
     log.info("generated %d sequence(s) into %s", len(todo), output_dir)
 
     sequences, means = score_sequences(folders, dino, clip)
-    summary = {"method": method.name, "label": cfg.label or method_label(method.name), "scenarios": len(folders)}
-    summary |= means
-    retrieval = None
-    if isinstance(method, CausalDreamerMethod):
-        summary |= method.counterfactual_coverage(scenarios)
-        retrieval = method.generator.retrieval
-    summary["models"] = json.dumps(method.model_ids)
+    summary = summary_row(method, cfg.label, scenarios, means)
     table = pd.DataFrame([summary])
     write_csv(sequences, output_dir / "sequences.csv")
     write_csv(table, output_dir / SUMMARY_FILE)
     markdown = results_markdown(table)
     write_markdown(markdown, output_dir / "summary.md")
-    write_run_metrics(output_dir, sweep_metrics(summary, retrieval))
+    write_run_metrics(output_dir, sweep_metrics(summary))
     print(markdown, flush=True)
     wandb_settings = (cfg.get("logger") or {}).get("wandb")
-    log_evaluation(wandb_settings, OmegaConf.to_container(cfg, resolve=True), sequences, folders, summary)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log_evaluation(wandb_settings, config, output_dir, sequences, folders, summary)
     return table
 
 

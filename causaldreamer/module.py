@@ -31,7 +31,7 @@ class CausalAdapterModule(L.LightningModule):
         margin: float = 0.2,
         temperature: float = 0.07,
         negatives: str = "bank",
-        lr: float = 1e-4,
+        lr: float = 3e-3,
         weight_decay: float = 1e-4,
         warmup_steps: int = 500,
         min_lr: float = 1e-6,

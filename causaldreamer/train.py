@@ -10,19 +10,15 @@ import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
-import wandb
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from causaldreamer.callbacks import wandb_run_id
-from causaldreamer.checkpoints import check_adapter_dim, read_checkpoint
+from causaldreamer.checkpoints import check_adapter_dim, read_checkpoint, wandb_run_id
 from causaldreamer.config import register_resolvers, validate_train_config, write_run_record
-from causaldreamer.data.files import load_dataset
+from causaldreamer.data.files import fetch_dataset, load_dataset
 from causaldreamer.errors import exit_on_user_error
 from causaldreamer.io import atomic_dir
 from causaldreamer.sweeps.records import write_run_metrics
-from causaldreamer.sweeps.scoring import RunScorer
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -30,18 +26,24 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint and export the adapter; returns the logged metrics."""
+    # Every input is checked before anything is written, so bad input leaves no run record, checkpoint or
+    # cache entry behind (only what Hydra writes before any code of ours runs: .hydra/ and the log); and
+    # the checks that need no model run before Lightning is imported, so they fail in a second or two.
     validate_train_config(cfg)
-    scorer = RunScorer(cfg) if cfg.get("scoring") else None  # its settings fail here, not after training
-    # Every input is checked before anything is written: bad input leaves no run record, checkpoint or
-    # cache entry behind (only what Hydra writes before any code of ours runs: .hydra/ and the log).
     resume_from = read_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
+    load_dataset(fetch_dataset(cfg.data.data_dir, download=cfg.data.download))
+
+    import lightning as L
+    import wandb
+
+    from causaldreamer.sweeps.scoring import RunScorer
+
+    scorer = RunScorer(cfg) if cfg.get("scoring") else None  # its settings fail here, not after training
     L.seed_everything(cfg.seed, workers=True)
     encoder = instantiate(cfg.encoder)
     if resume_from is not None:
         check_adapter_dim(resume_from, encoder.dim, cfg.ckpt_path)
     datamodule = instantiate(cfg.data, encoder=encoder, gate_tokens=cfg.model.loss_weights.gate > 0)
-    datamodule.prepare_data()
-    load_dataset(datamodule.data_dir)  # every defect of the data files fails here
     output_dir = Path(cfg.paths.output_dir)
     write_run_record(cfg, output_dir)
 

@@ -83,12 +83,10 @@ class ReencodingModule(CausalAdapterModule):
         return super().training_step(tensors, batch_idx)
 
 
-def time_ours(datamodule, epochs: int) -> list[float]:
-    timer = EpochTimer()
-    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
-    trainer = L.Trainer(
+def timed_trainer(timer: EpochTimer, **kwargs) -> L.Trainer:
+    """The default run's Trainer settings, with nothing but training timed (no validation or logging)."""
+    return L.Trainer(
         accelerator="cpu",
-        max_epochs=epochs,
         gradient_clip_val=1.0,
         logger=False,
         enable_checkpointing=False,
@@ -96,8 +94,14 @@ def time_ours(datamodule, epochs: int) -> list[float]:
         enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[timer],
+        **kwargs,
     )
-    trainer.fit(module, datamodule=datamodule)
+
+
+def time_ours(datamodule, epochs: int) -> list[float]:
+    timer = EpochTimer()
+    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
+    timed_trainer(timer, max_epochs=epochs).fit(module, datamodule=datamodule)
     return timer.seconds
 
 
@@ -109,19 +113,7 @@ def time_paper(datamodule, steps: int) -> tuple[float, int]:
     )
     timer = EpochTimer()
     module = ReencodingModule(datamodule, adapter=CausalAdapter(dim=datamodule.encoder.dim))
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=steps + 1,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[timer],
-    )
-    trainer.fit(module, train_dataloaders=loader)
+    timed_trainer(timer, max_epochs=1, limit_train_batches=steps + 1).fit(module, train_dataloaders=loader)
     return timer.seconds[0] * len(loader) / (steps + 1), len(loader)
 
 

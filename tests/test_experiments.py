@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import json
 import math
 from pathlib import Path
 
 import lightning as L
-import optuna
 import pandas as pd
 import pytest
 import torch
@@ -52,6 +52,11 @@ TINY_GENERATION = [
     "scoring.top_k=3",
 ]
 LOSSES = ("delta", "triplet", "retrieval", "gate")
+SWEEP_EXTRA = ("hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_submitit_launcher")
+needs_sweep_extra = pytest.mark.skipif(
+    not all(importlib.util.find_spec(name) for name in SWEEP_EXTRA),
+    reason="needs the sweep extra: pip install -e '.[sweep]'",
+)
 
 
 def hydra_compose(overrides: list[str]):
@@ -122,7 +127,7 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path
         assert (wandb["group"], wandb["job_type"]) == ("lambda_sweep", "train")
         assert "lambda_sweep" in wandb["tags"]
         (run_file,) = (job / "wandb").glob("offline-run-*/run-*.wandb")
-        assert b"lambda_sweep" in run_file.read_bytes()  # the group, in W&B's own record of the run
+        assert b"lambda_sweep" in run_file.read_bytes()  # group and tags, in W&B's own record of the run
     zero_shot = {read_metrics(job)["metrics"]["val/zero_shot/recall@5"] for job in jobs}
     assert len(zero_shot) == 1  # the baseline does not depend on lambda
 
@@ -272,18 +277,34 @@ def adapter_folder(tmp_path_factory, minilm, data_dir):
     return load_adapter_folder(folder)
 
 
+CAUSE = "a glass tipping over on a table"
+
+
 def generator_for(ablation: str, adapter_folder, minilm, data_dir, tmp_path):
+    """The generator scoring builds for ``+experiment=generation_ablations +ablation=...`` (tiny, 3 frames)."""
     overrides = ["+experiment=generation_ablations", f"+ablation={ablation}", f"paths.data_dir={data_dir}"]
     cfg = compose_config("train", [*overrides, *TINY_GENERATION], tmp_path)
     return RunScorer(cfg).generator(adapter_folder, minilm)
 
 
+def pixels(images) -> list[torch.Tensor]:
+    return [torch.tensor(list(image.getdata()), dtype=torch.float) for image in images]
+
+
+@pytest.fixture(scope="module")
+def full_generation(adapter_folder, minilm, data_dir, tmp_path_factory):
+    """The full method's generator, its plan for CAUSE and the frames it renders from seed 0."""
+    full = generator_for("full", adapter_folder, minilm, data_dir, tmp_path_factory.mktemp("full"))
+    plan = full.plan(CAUSE)
+    return full, plan, pixels(full.render(plan, seed=0).images)
+
+
 @pytest.mark.parametrize("ablation", ["no_progression", "no_shared_seed", "shared_attention"])
-def test_generation_switch_changes_the_frames(ablation, adapter_folder, minilm, data_dir, tmp_path):
-    full = generator_for("full", adapter_folder, minilm, data_dir, tmp_path)
+def test_generation_switch_changes_the_frames(
+    ablation, full_generation, adapter_folder, minilm, data_dir, tmp_path
+):
+    full, plan, frames = full_generation
     ablated = generator_for(ablation, adapter_folder, minilm, data_dir, tmp_path)
-    cause = "a glass tipping over on a table"
-    plan = full.plan(cause)
     if ablation == "no_progression":
         torch.testing.assert_close(full.intervention(plan).progress, torch.tensor([1 / 3, 2 / 3, 1.0]))
         torch.testing.assert_close(ablated.intervention(plan).progress, torch.ones(3))
@@ -295,8 +316,7 @@ def test_generation_switch_changes_the_frames(ablation, adapter_folder, minilm, 
         ablated.activate()
         shared = [p for n, p in ablated.pipe.unet.attn_processors.items() if n.endswith("attn1.processor")]
         assert shared and all(isinstance(p, SharedFrameAttnProcessor) for p in shared)
-    frames = [torch.tensor(list(f.getdata()), dtype=torch.float) for f in full.render(plan, seed=0).images]
-    other = [torch.tensor(list(f.getdata()), dtype=torch.float) for f in ablated.render(plan, seed=0).images]
+    other = pixels(ablated.render(plan, seed=0).images)
     assert any(not torch.equal(a, b) for a, b in zip(frames, other, strict=True))
 
 
@@ -353,6 +373,12 @@ def test_bad_scoring_settings_fail_before_training(tmp_path, data_dir, cache_dir
     assert not (tmp_path / "run.yaml").exists() and not (tmp_path / "checkpoints").exists()
 
 
+def test_generation_ablation_without_a_scored_run_says_what_it_needs(tmp_path, data_dir, cache_dir):
+    overrides = ["+experiment=smoke", "+ablation=no_progression", f"paths.data_dir={data_dir}"]
+    with pytest.raises(UserError, match=r"need a scored run .* \+experiment=study diffusion=sd15"):
+        train(compose_config("train", [*overrides, f"paths.cache_dir={cache_dir}"], tmp_path))
+
+
 def test_csv_logger_continues_a_file_another_process_started(tmp_path):
     """Under forked or spawned DDP, fit and test run in different processes, each with a copy of the
     logger the parent made before any metrics.csv existed; both write into the same file."""
@@ -383,6 +409,7 @@ def test_ddp_start_method_avoids_relaunching_a_sweep():
         HydraConfig.instance().cfg = None
 
 
+@needs_sweep_extra
 def test_launchers_trainers_and_search_compose():
     slurm = hydra_compose(["hydra/launcher=slurm", "trainer=ddp"])
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
@@ -404,7 +431,10 @@ def test_launchers_trainers_and_search_compose():
 # -- search and scale through the CLI -------------------------------------------------------------------
 
 
+@needs_sweep_extra
 def test_optuna_search_runs_two_trials_on_parallel_workers(cli_env, tmp_path):
+    import optuna
+
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     args = [
         "+experiment=smoke",

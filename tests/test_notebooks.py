@@ -42,7 +42,9 @@ def sweep_dir(tmp_path, monkeypatch) -> Path:
         overrides = ["+experiment=lambda_sweep", "diffusion=sd15", f"model.lam={lam}"]
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        monkeypatch.setattr("causaldreamer.sweeps.records.job_overrides", lambda overrides=overrides: overrides)
+        monkeypatch.setattr(
+            "causaldreamer.sweeps.records.job_overrides", lambda overrides=overrides: overrides
+        )
         write_run_metrics(
             job,
             {
@@ -62,7 +64,16 @@ def sweep_dir(tmp_path, monkeypatch) -> Path:
 
 def test_notebooks_execute(smoke_adapter, sweep_dir, cli_env):
     env = {**cli_env, "CAUSALDREAMER_ADAPTER": str(smoke_adapter), "CAUSALDREAMER_SWEEP_DIR": str(sweep_dir)}
-    command = [sys.executable, "-m", "pytest", "--nbmake", "--nbmake-timeout=300", "-q", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--nbmake",
+        "--nbmake-timeout=300",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     result = subprocess.run(
         [*command, str(NOTEBOOKS)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
@@ -76,4 +87,6 @@ def test_committed_notebooks_have_no_outputs():
     for path in notebooks:
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] == "code":
-                assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name}: strip outputs"
+                assert cell["outputs"] == [] and cell["execution_count"] is None, (
+                    f"{path.name}: strip outputs"
+                )

@@ -22,7 +22,9 @@ def read_record(folder: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path} cannot be read ({type(err).__name__}); delete {folder} to generate it again") from None
+        raise UserError(
+            f"{path} cannot be read ({type(err).__name__}); delete {folder} to generate it again"
+        ) from None
 
 
 def check_reusable(folder: Path, expected: dict) -> None:

@@ -7,14 +7,12 @@ row; ``compare`` stacks the rows of several evaluations so methods read side by 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from causaldreamer.errors import UserError
 from causaldreamer.io import atomic_path
-from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD
 
 SUMMARY_FILE = "summary.csv"
 
@@ -27,7 +25,8 @@ METRIC_HEADERS = {
     "cps": "CPS↑",
     "etc": "ETC↑",
 }
-# Column prefix of a coverage run -> how the coverage table names it.
+# Column prefix of a coverage run -> how the coverage table names it; the share's threshold is in
+# the column coverage_threshold.
 COVERAGE_RUNS = {
     "coverage_topk": "adapter, topk",
     "coverage_path": "adapter, path",
@@ -67,19 +66,21 @@ def read_summary(path: str | Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not a readable CSV ({str(err).splitlines()[0]}); pass a summary.csv") from None
+        raise UserError(
+            f"{path} is not a readable CSV ({str(err).splitlines()[0]}); pass a summary.csv"
+        ) from None
     missing = [column for column in SUMMARY_COLUMNS if column not in table.columns]
     if missing:
         raise UserError(f"{path} lacks column(s) {missing}; it is not a summary.csv written by evaluate")
     return table
 
 
-def _number(value, digits: int = 3) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def _number(value) -> str:
+    return "" if pd.isna(value) else f"{value:.3f}"
 
 
 def _percent(value) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+    return "" if pd.isna(value) else f"{100 * value:.1f}%"
 
 
 def results_markdown(summary: pd.DataFrame) -> str:
@@ -88,7 +89,9 @@ def results_markdown(summary: pd.DataFrame) -> str:
     headers = ["Method", *METRIC_HEADERS.values()]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for _, row in summary.iterrows():
-        lines.append("| " + " | ".join([row["label"], *(_number(row[m]) for m in METRIC_HEADERS)]) + " |")
+        lines.append(
+            "| " + " | ".join([str(row["label"]), *(_number(row[m]) for m in METRIC_HEADERS)]) + " |"
+        )
     counts = dict.fromkeys(int(n) for n in summary["scenarios"])
     if len(counts) == 1:
         lines += ["", f"Means over {next(iter(counts))} scenario(s) each."]
@@ -102,14 +105,19 @@ def results_markdown(summary: pd.DataFrame) -> str:
         if f"{prefix}_mean" in summary.columns and not pd.isna(row[f"{prefix}_mean"])
     ]
     if coverage_rows:
+        thresholds = " / ".join(f"{t:g}" for t in summary["coverage_threshold"].dropna().unique())
         lines += [
             "",
-            "Counterfactual coverage (text side, the same scenarios):",
+            "Counterfactual coverage (text side, the same scenarios; share: reference effects whose best",
+            f"cosine to a retrieved effect is at least {thresholds}):",
             "",
-            f"| Method | Retrieval | Coverage↑ | Share ≥ {DEFAULT_THRESHOLD}↑ |",
+            "| Method | Retrieval | Coverage↑ | Share↑ |",
             "|---|---|---|---|",
         ]
-        lines += [f"| {label} | {name} | {_number(mean)} | {_percent(share)} |" for label, name, mean, share in coverage_rows]
+        lines += [
+            f"| {label} | {name} | {_number(mean)} | {_percent(share)} |"
+            for label, name, mean, share in coverage_rows
+        ]
     return "\n".join(lines)
 
 

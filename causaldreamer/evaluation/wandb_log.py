@@ -2,7 +2,8 @@
 
 No Lightning here (nothing trains), so the run is opened with ``wandb.init`` from the settings of the
 ``logger`` group's ``wandb`` entry: offline unless WANDB_MODE says otherwise, grouped by experiment,
-job type "evaluate". A logger group without that entry (``logger=csv``) logs nothing to W&B.
+job type "evaluate", its files in the evaluation's output directory beside the sequences it shows. A
+logger group without that entry (``logger=csv``) logs nothing to W&B.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ GRID_FILE = "grid.png"  # the frames side by side, as write_sequence names it
 def log_evaluation(
     settings: DictConfig | None,
     config: dict,
+    output_dir: Path,
     sequences: pd.DataFrame,
     folders: list[Path],
     summary: dict,
@@ -34,7 +36,7 @@ def log_evaluation(
         group=settings.group,
         job_type=settings.job_type,
         tags=list(settings.tags or []),
-        dir=str(settings.save_dir),
+        dir=str(output_dir),
         mode=settings.mode,
         name=summary["label"],
         config=config,

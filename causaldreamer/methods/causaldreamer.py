@@ -15,8 +15,8 @@ from PIL import Image
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
-from causaldreamer.metrics.coverage import counterfactual_coverage
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
+from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
@@ -69,12 +69,17 @@ class CausalDreamerMethod(SequenceMethod):
         """Text side (DESIGN 7) on ``scenarios``: the adapter's top_k effects in both retrieval modes,
         beside zero-shot retrieval (e_hat = c, where both modes pick the same effects)."""
         g = self.generator
-        runs = {"topk": g.folder.adapter, "path": g.folder.adapter, "zero_shot": None}
-        result = {}
-        for name, adapter in runs.items():
-            mode = "topk" if adapter is None else name
-            coverage = counterfactual_coverage(adapter, g.encoder, g.bank, scenarios, g.top_k, mode)
-            result[f"coverage_{name}_mean"], result[f"coverage_{name}_share"] = coverage["mean"], coverage["share"]
+        runs = (
+            ("topk", g.folder.adapter, "topk"),
+            ("path", g.folder.adapter, "path"),
+            ("zero_shot", None, "topk"),
+        )
+        result = {"coverage_threshold": DEFAULT_THRESHOLD}
+        for name, adapter, mode in runs:
+            coverage = counterfactual_coverage(
+                adapter, g.encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD
+            )
+            result |= {f"coverage_{name}_{stat}": coverage[stat] for stat in ("mean", "share")}
         return result
 
 

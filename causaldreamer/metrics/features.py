@@ -145,7 +145,7 @@ class ClipFeatures(FrozenExtractor):
     def tiny(cls, image_size: int = 32, seed: int = 0) -> ClipFeatures:
         """Random weights, width 32, with a byte-level CLIP BPE tokenizer (no merges) built in memory."""
         torch.manual_seed(seed)
-        symbols = ByteLevel.alphabet()
+        symbols = sorted(ByteLevel.alphabet())  # unordered (a set underneath): sorted, the ids are stable
         vocab = {token: i for i, token in enumerate(symbols + [s + "</w>" for s in symbols])}
         vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
         tokenizer = CLIPTokenizer(vocab=vocab, merges=[])

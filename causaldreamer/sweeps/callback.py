@@ -31,4 +31,5 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             table = write_summary(sweep_dir)
-            log.info("sweep summary of %d runs: %s", len(table), sweep_dir / SUMMARY_MD)
+            if (sweep_dir / SUMMARY_MD).is_file():
+                log.info("sweep summary of %d runs: %s", len(table), sweep_dir / SUMMARY_MD)

@@ -49,6 +49,11 @@ class RunScorer:
 
     def __init__(self, cfg: DictConfig):
         self.scoring, self.diffusion = cfg.scoring, cfg.get("diffusion")
+        if "scenarios" not in self.scoring:  # e.g. +ablation=no_progression without a scored experiment
+            raise UserError(
+                "scoring settings are incomplete; generation ablations need a scored run with a diffusion "
+                "model, e.g. +experiment=study diffusion=sd15 +ablation=no_progression"
+            )
         self.cache_dir, self.output_dir = cfg.paths.cache_dir, Path(cfg.paths.output_dir)
         if not cfg.get("export_dir"):
             raise UserError(

@@ -68,7 +68,7 @@ def _parse_value(text: str):
     return value if isinstance(value, int | float | str | bool) or value is None else text
 
 
-def _job_order(path: Path) -> tuple[int, str]:
+def _job_order(path: Path) -> tuple[float, str]:
     return (int(path.name), "") if path.name.isdigit() else (math.inf, path.name)
 
 
@@ -81,9 +81,7 @@ def collect_runs(sweep_dir: str | Path) -> tuple[pd.DataFrame, list[str], dict[s
             records.append((job_dir.name, record))
     overrides = [dict(_override_key(o) for o in record["overrides"]) for _, record in records]
     keys = list(dict.fromkeys(k for job in overrides for k in job))
-    swept = [k for k in keys if len({job.get(k) for job in overrides}) > 1] or (
-        keys if len(records) == 1 else []
-    )
+    swept = [k for k in keys if len({job.get(k) for job in overrides}) > 1]
     common = {k: overrides[0][k] for k in keys if k not in swept and all(k in job for job in overrides)}
     rows = []
     for (name, record), job in zip(records, overrides, strict=True):
@@ -114,20 +112,19 @@ def _run_labels(table: pd.DataFrame, swept: list[str]) -> list[str]:
     return [", ".join(str(row[k]) for k in swept) or row["job"] for _, row in table.iterrows()]
 
 
-def plot_summary(table: pd.DataFrame, swept: list[str], path: Path) -> bool:
-    """Metric panels against the swept value: lines over a numeric sweep, bars per run otherwise.
-    Returns False when there is nothing to plot."""
+def plot_summary(table: pd.DataFrame, swept: list[str], path: Path) -> None:
+    """Metric panels against the swept value: lines over a numeric sweep, bars per run otherwise."""
     panels = [
         (title, [m for m in ms if m in table], [b for b in bs if b in table]) for title, ms, bs in PLOT_PANELS
     ]
     panels = [(title, ms, bs) for title, ms, bs in panels if ms and table[ms].notna().any().any()]
-    if not panels or table.empty:
-        return False
+    if not panels:
+        return
     numeric = len(swept) == 1 and pd.api.types.is_numeric_dtype(table[swept[0]])
     if numeric:
         table = table.sort_values(swept[0])
     x = table[swept[0]].to_numpy() if numeric else list(range(len(table)))
-    figure = Figure(figsize=(4.8 * len(panels), 3.8), layout="constrained")
+    figure = Figure(figsize=(5.2 * len(panels), 4.8), layout="constrained")
     for axis, (title, metrics, baselines) in zip(
         figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
     ):
@@ -151,11 +148,11 @@ def plot_summary(table: pd.DataFrame, swept: list[str], path: Path) -> bool:
         axis.set_xlabel(swept[0] if numeric else " / ".join(swept) or "run")
         if not numeric:
             axis.set_xticks(x, _run_labels(table, swept), rotation=45, ha="right", fontsize=8)
-        axis.legend(fontsize=7)
+        # Below the axes, where it never covers a bar or a line.
+        axis.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18 if numeric else -0.4))
         axis.grid(alpha=0.3)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    return True
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
@@ -179,6 +176,6 @@ def write_summary(sweep_dir: str | Path) -> pd.DataFrame:
         if common:
             header += ["Common overrides: " + " ".join(f"`{k}={v}`" for k, v in common.items()), ""]
         with atomic_path(sweep_dir / SUMMARY_MD) as tmp:
-            tmp.write_text("\n".join(header) + markdown_table(table, columns, set(metrics)) + "\n")
+            tmp.write_text("\n".join([*header, markdown_table(table, columns, set(metrics))]) + "\n")
         plot_summary(table, swept, sweep_dir / SUMMARY_PNG)
     return table

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from causaldreamer.callbacks import wandb_run_id
-from causaldreamer.checkpoints import read_checkpoint
+from causaldreamer.checkpoints import read_checkpoint, wandb_run_id
 
 from .cli_checks import Command, cli_environment, wait_until
 

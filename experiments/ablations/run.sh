@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Re-run the recorded training-side ablation grid (eight runs) and refresh summary.{csv,md,png} here.
+# Extra arguments are Hydra overrides, e.g. trainer.max_epochs=20.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+sweep_dir="logs/studies/ablations/$(date +%Y-%m-%d_%H-%M-%S)"
+.venv/bin/python -m causaldreamer.train +experiment=ablations "hydra.sweep.dir=$sweep_dir" "$@"
+cp "$sweep_dir"/summary.csv "$sweep_dir"/summary.md "$sweep_dir"/summary.png experiments/ablations/

@@ -1,0 +1,301 @@
+"""Evaluation end to end: ``python -m causaldreamer.evaluate`` and ``python -m causaldreamer.compare``.
+
+Real parts throughout: the benchmark's scenarios, MiniLM, an adapter folder as the trainer exports it,
+diffusers' pipelines, DINOv2 and CLIP (all three with tiny random weights), Hydra and offline W&B in
+subprocesses. The numbers mean nothing; the tests check what is drawn, scored, written, reused, refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import compose_config, run_module
+from omegaconf import OmegaConf
+from PIL import Image
+
+from causaldreamer.adapter import CausalAdapter
+from causaldreamer.bank import EffectBank
+from causaldreamer.data.files import load_counterfactual
+from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
+from causaldreamer.errors import EXIT_USER_ERROR, UserError
+from causaldreamer.evaluate import check_group_choices, evaluate
+from causaldreamer.evaluation.sequences import check_reusable
+from causaldreamer.metrics.coverage import counterfactual_coverage
+
+BANK_SIZE = 300
+METRICS = ["dino_tcs", "sds", "clip", "ccs", "cps", "etc"]
+PAPER_HEADER = "| Method | DINO-TCS↑ | SDS↑ | CLIP↑ | CCS↑ | CPS↑ | ETC↑ |"
+TINY_CAUSALDREAMER = ["method=causaldreamer", "diffusion=tiny", "metrics.tiny=true"]
+TINY_SD15 = ["method=sd15", "method.tiny=true", "method.num_inference_steps=2", "metrics.tiny=true"]
+TEN_SCENARIOS_BUDGET_S = 60
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory, minilm, data_dir) -> Path:
+    """The layout the trainer exports, with random gate and bias heads so the intervention shows."""
+    with open(data_dir / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
+        effects = list(dict.fromkeys(row["effect"] for row in csv.DictReader(handle)))[:BANK_SIZE]
+    folder = tmp_path_factory.mktemp("adapter")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        adapter = CausalAdapter()
+        for head in (adapter.q_gate, adapter.k_gate, adapter.bias):
+            torch.nn.init.normal_(head.weight, std=0.5)
+    adapter.save_pretrained(folder)
+    EffectBank(effects, minilm.encode(effects), minilm.identity).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(data_dir, cache_dir) -> dict[str, str]:
+    """As ``cli_env``, module-wide. One torch thread: on a busy 2-core machine the tiny models' spin-waiting
+    second thread made a sequence take ~7 s instead of ~0.5 s."""
+    return dict(
+        os.environ,
+        CAUSALDREAMER_DATA_DIR=str(data_dir),
+        CAUSALDREAMER_CACHE_DIR=str(cache_dir),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        HYDRA_FULL_ERROR="0",
+        OMP_NUM_THREADS="1",
+    )
+
+
+def evaluate_cli(args: list[str], env: dict[str, str], cwd: Path):
+    return run_module("causaldreamer.evaluate", args, env, cwd)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, adapter_dir, env):
+    """The whole command over 10 scenarios, tiny models throughout: (result, output_dir, wall seconds)."""
+    cwd = tmp_path_factory.mktemp("tiny-run")
+    started = time.perf_counter()
+    args = [*TINY_CAUSALDREAMER, f"adapter={adapter_dir}", "limit=10", f"output_dir={cwd / 'out'}"]
+    result = evaluate_cli(args, env, cwd)
+    return result, cwd / "out", time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory, env):
+    cwd = tmp_path_factory.mktemp("baseline-run")
+    return evaluate_cli([*TINY_SD15, "limit=2", f"output_dir={cwd / 'out'}"], env, cwd), cwd / "out"
+
+
+@pytest.fixture(scope="module")
+def scenarios(data_dir) -> pd.DataFrame:
+    return load_counterfactual(data_dir / "test_counterfactual.csv")
+
+
+def records(output_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(output_dir.glob("*/record.json"))]
+
+
+def test_causaldreamer_over_ten_scenarios_in_under_a_minute(tiny_run, scenarios, adapter_dir, minilm):
+    result, output_dir, wall = tiny_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert wall < TEN_SCENARIOS_BUDGET_S
+
+    bank = EffectBank.load(adapter_dir)
+    saved = records(output_dir)
+    assert [r["cause"] for r in saved] == scenarios["cause"].head(10).tolist()
+    for record, (_, scenario) in zip(saved, scenarios.head(10).iterrows(), strict=True):
+        assert record["method"] == "causaldreamer" and len(record["frames"]) == 8
+        assert record["reference_effects"] == [scenario[f"effect{i}"] for i in range(1, 9)]
+        # its own retrieved effects, in temporal order: what each frame is scored against
+        assert all(f["effect"] == bank.texts[f["bank_index"]] for f in record["frames"])
+
+    sequences = pd.read_csv(output_dir / "sequences.csv")
+    assert len(sequences) == 10
+    assert [json.loads(e) for e in sequences["effects"]] == [
+        [f["effect"] for f in r["frames"]] for r in saved
+    ]
+    assert sequences[METRICS].notna().all().all()
+
+    summary = pd.read_csv(output_dir / "summary.csv")
+    row = summary.iloc[0]
+    assert (row["method"], row["label"], row["scenarios"]) == ("causaldreamer", "CausalDreamer", 10)
+    for metric in METRICS:  # each metric is the mean over sequences of the per-sequence scores
+        assert row[metric] == pytest.approx(sequences[metric].mean(), abs=1e-6)
+    zero_shot = counterfactual_coverage(None, minilm, bank, scenarios.head(10), top_k=8)
+    assert row["coverage_zero_shot_mean"] == pytest.approx(zero_shot["mean"], abs=1e-5)
+    assert row["coverage_zero_shot_share"] == pytest.approx(zero_shot["share"], abs=1e-6)
+    for mode in ("topk", "path"):
+        assert -1 <= row[f"coverage_{mode}_mean"] <= 1 and 0 <= row[f"coverage_{mode}_share"] <= 1
+
+    assert PAPER_HEADER in result.stdout and "| CausalDreamer | " in result.stdout
+    assert "| CausalDreamer | zero-shot |" in result.stdout
+    assert (output_dir / "summary.md").read_text().strip() in result.stdout
+    assert "gen/ccs" in json.loads((output_dir / "metrics.json").read_text())["metrics"]
+    assert (output_dir / "run.yaml").is_file()
+    assert len(list((output_dir / "wandb").glob("offline-run-*"))) == 1
+    assert not [p for p in output_dir.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_rerun_reuses_complete_sequences_and_redraws_a_partial_one(tmp_path, adapter_dir, env, scenarios):
+    output_dir = tmp_path / "out"
+    args = [*TINY_CAUSALDREAMER, "diffusion.num_inference_steps=1", f"adapter={adapter_dir}"]
+    first = evaluate_cli([*args, "limit=3", f"output_dir={output_dir}"], env, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    kept = {p: p.stat().st_mtime_ns for p in output_dir.glob("*/*") if p.suffix in (".png", ".json")}
+    assert len(kept) == 3 * 10  # 8 frames, grid, record per sequence
+    first_scores = pd.read_csv(output_dir / "sequences.csv")[METRICS]
+    partial = output_dir / sequence_folder_name(3, scenarios["cause"][3])
+    partial.mkdir()
+    (partial / "frame_00.png").write_bytes(b"cut off")  # as if a run stopped before the record was written
+
+    second = evaluate_cli([*args, "limit=5", f"output_dir={output_dir}"], env, tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "3 of 5 sequences already complete" in second.stdout + second.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # not one file of the first run rewritten
+    scores = pd.read_csv(output_dir / "sequences.csv")
+    assert len(records(output_dir)) == 5 and len(scores) == 5
+    pd.testing.assert_frame_equal(scores[METRICS].head(3), first_scores)  # the same scores in a new process
+    assert Image.open(partial / "frame_00.png").size == (32, 32)
+
+
+def test_a_folder_of_other_settings_is_not_reused(tmp_path):
+    folder = tmp_path / sequence_folder_name(0, "a dog runs")
+    write_sequence(
+        folder, [Image.new("RGB", (8, 8))] * 2, {"method": "sd15", "cause": "a dog runs", "seed": 1}
+    )
+    check_reusable(folder, {"method": "sd15", "cause": "a dog runs", "seed": 1})
+    with pytest.raises(UserError, match="method='sd15', this run has 'causaldreamer'"):
+        check_reusable(folder, {"method": "causaldreamer", "cause": "a dog runs", "seed": 1})
+    with pytest.raises(UserError, match="seed=1, this run has 2"):
+        check_reusable(folder, {"method": "sd15", "cause": "a dog runs", "seed": 2})
+
+
+def test_a_baseline_draws_and_is_scored_on_the_reference_effects(baseline_run, scenarios):
+    result, output_dir = baseline_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    for record, (_, scenario) in zip(records(output_dir), scenarios.head(2).iterrows(), strict=True):
+        reference = [scenario[f"effect{i}"] for i in range(1, 9)]
+        assert record["method"] == "sd15" and record["model_ids"] == {"pipeline": "tiny-random"}
+        assert [f["effect"] for f in record["frames"]] == reference == record["reference_effects"]
+        assert Image.open(output_dir / sequence_folder_name(0, scenarios["cause"][0]) / "grid.png").size == (
+            8 * 32,
+            32,
+        )
+    summary = pd.read_csv(output_dir / "summary.csv")
+    assert summary.loc[0, "label"] == "Stable Diffusion" and summary.loc[0, "scenarios"] == 2
+    assert not [c for c in summary.columns if c.startswith("coverage")]  # text side: CausalDreamer only
+    assert PAPER_HEADER in result.stdout and "| Stable Diffusion | " in result.stdout
+
+
+def test_compare_stacks_two_summaries(tiny_run, baseline_run, env, tmp_path):
+    output_dir = tmp_path / "comparison"
+    summaries = f"summaries=[{tiny_run[1]},{baseline_run[1] / 'summary.csv'}]"
+    result = run_module("causaldreamer.compare", [summaries, f"output_dir={output_dir}"], env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(output_dir / "comparison.csv")
+    assert table["method"].tolist() == ["causaldreamer", "sd15"]
+    assert table["scenarios"].tolist() == [10, 2]
+    assert math.isnan(table.loc[1, "coverage_topk_mean"])
+    markdown = (output_dir / "comparison.md").read_text()
+    assert markdown.strip() in result.stdout
+    lines = markdown.splitlines()
+    assert lines[0] == PAPER_HEADER
+    assert lines[2].startswith("| CausalDreamer | ") and lines[3].startswith("| Stable Diffusion | ")
+    assert "Means over the scenarios of each row: CausalDreamer 10, Stable Diffusion 2." in markdown
+    assert (
+        "| CausalDreamer | adapter, path |" in markdown and "| Stable Diffusion | zero-shot" not in markdown
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([*TINY_CAUSALDREAMER, "adapter=/nonexistent/adapter"], "error: adapter folder /nonexistent/adapter"),
+        ([*TINY_SD15, "limit=0"], "error: limit=0"),
+        (["method=nope", "metrics.tiny=true"], "error: method='nope' is not a known method"),
+    ],
+    ids=["missing-adapter", "limit-0", "unknown-method"],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, env, tmp_path):
+    output_dir = tmp_path / "out"
+    limit = [] if any(a.startswith("limit=") for a in args) else ["limit=2"]
+    result = evaluate_cli([*args, *limit, f"output_dir={output_dir}"], env, tmp_path)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith(message), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not output_dir.exists()
+    if "method='nope'" in message:  # refused before Hydra starts: not even a log directory
+        assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (TINY_CAUSALDREAMER, "no adapter given"),
+        (["method=sd15", "method.tiny=true", "metrics.dino_model=/nonexistent/dino"], "metrics.dino_model"),
+        ([*TINY_SD15, "limit=-1"], "limit=-1"),
+        ([*TINY_SD15, "seed=1.5"], "seed=1.5"),
+        ([*TINY_SD15, "scenarios_file=/nonexistent.csv"], "scenarios_file=/nonexistent.csv not found"),
+    ],
+    ids=["no-adapter", "missing-dino", "limit-negative", "seed-float", "no-scenarios"],
+)
+def test_bad_settings_are_refused_before_anything_is_written(overrides, message, tmp_path, data_dir):
+    output_dir = tmp_path / "out"
+    cfg = compose_config(
+        "evaluate", [*overrides, f"paths.data_dir={data_dir}", f"output_dir={output_dir}"], tmp_path
+    )
+    with pytest.raises(Exception) as raised:  # Hydra's instantiate wraps what a builder raises
+        evaluate(cfg)
+    error = raised.value
+    while error is not None and not isinstance(error, UserError):
+        error = error.__cause__
+    assert message in str(error)
+    assert not output_dir.exists()
+
+
+def test_unknown_group_options_are_refused_before_hydra_starts():
+    check_group_choices(
+        ["method=sd15,controlnet", "diffusion=tiny", "limit=3", "method=glob(*)", "+encoder=clip"]
+    )
+    with pytest.raises(UserError, match="diffusion='sd21' is not a known diffusion; use one of: sd15, tiny"):
+        check_group_choices(["diffusion=sd21"])
+    with pytest.raises(UserError, match="method='nope'"):
+        check_group_choices(["method=sd15,nope"])
+
+
+def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir, scenarios):
+    from causaldreamer.methods.causaldreamer import build_causaldreamer
+
+    method = build_causaldreamer(
+        adapter=str(adapter_dir),
+        pipeline=OmegaConf.create({"_target_": "causaldreamer.diffusion.tiny.build_tiny_pipeline"}),
+        encoder=OmegaConf.create({"_target_": "causaldreamer.encoders.MiniLMEncoder"}),
+        num_frames=4,
+        top_k=4,
+        num_inference_steps=1,
+    )
+    reference = ["the reference effect, never drawn"] * 8
+    sequence = method.generate_sequence("A dog running in a park", reference, seed=3)
+    shown = [f["effect"] for f in sequence.record["frames"]]
+    assert len(sequence.frames) == len(shown) == 4 and not set(shown) & set(reference)
+    assert sequence.record["reference_effects"] == reference
+    assert sequence.record["method"] == "causaldreamer" and sequence.record["seed"] == 3
+    assert method.record().items() <= sequence.record.items()  # what a rerun checks before reusing it
+    again = method.generate("A dog running in a park", reference, seed=3)
+    assert [f.tobytes() for f in again] == [f.tobytes() for f in sequence.frames]
+    coverage = method.counterfactual_coverage(scenarios.head(3))
+    assert set(coverage) == {"coverage_threshold"} | {
+        f"coverage_{run}_{stat}" for run in ("topk", "path", "zero_shot") for stat in ("mean", "share")
+    }
+
+
+def test_the_adapter_is_checked_before_any_model_loads():
+    from causaldreamer.methods.causaldreamer import build_causaldreamer
+
+    never_loaded = {"_target_": "causaldreamer.diffusion.sd15.load_stable_diffusion", "name_or_path": "/nope"}
+    with pytest.raises(UserError, match="adapter folder /nonexistent not found"):
+        build_causaldreamer("/nonexistent", OmegaConf.create(never_loaded), OmegaConf.create({}))
