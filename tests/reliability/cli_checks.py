@@ -20,6 +20,7 @@ from pathlib import Path
 from causaldreamer.errors import EXIT_USER_ERROR
 
 REPO = Path(__file__).resolve().parents[2]
+CAUSE = "a glass falls off a table"  # what generate attempts are asked for
 HYDRA_LOGS = ("train.log", "generate.log")
 
 

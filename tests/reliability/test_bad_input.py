@@ -18,11 +18,10 @@ import torch
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.data.files import PAIRS_FILE
 
-from .cli_checks import Attempt, assert_refused_and_nothing_written, run_concurrently
+from .cli_checks import CAUSE, Attempt, assert_refused_and_nothing_written, run_concurrently
 
 pytestmark = pytest.mark.reliability
 
-CAUSE = "a glass falls off a table"
 COLUMN = {
     name: i for i, name in enumerate(["frame_id", "prompt", "cause", "effect", "link_type", "strength"])
 }
@@ -79,6 +78,10 @@ def append_line(data: Path, name: str, line: str) -> Path:
     return data
 
 
+def first_index(split_list: Path) -> str:
+    return split_list.read_text().split()[0]
+
+
 def latin1_cause(data: Path) -> Path:
     path = data / PAIRS_FILE
     path.write_bytes(path.read_bytes().replace(b"rock rolls", "röck rolls".encode("latin-1"), 1))
@@ -133,10 +136,6 @@ def refusals(tmp_path_factory, slice_dir, adapter_dir, clip_adapter_dir) -> dict
     assert sorted(a.root.name for a in attempts) == sorted(EXPECTED)
     results = run_concurrently({a.root.name: a.command() for a in attempts})
     return {a.root.name: (a, results[a.root.name]) for a in attempts}
-
-
-def first_index(split_list: Path) -> str:
-    return split_list.read_text().split()[0]
 
 
 @pytest.mark.parametrize("case", EXPECTED)

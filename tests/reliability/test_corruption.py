@@ -1,6 +1,7 @@
 """Damaged files are detected and named: a checkpoint or an exported adapter file that is corrupt or truncated
 is refused in one line (exit 2, nothing written); a damaged embedding-cache file is rebuilt. And a
-checkpoint is never half-written: a kill in the middle of a save leaves the previous one whole.
+checkpoint is never half-written: a kill in the middle of a save leaves the previous one whole; and what
+is written atomically stays as readable as any other file.
 
 Not covered, because the formats carry no checksum: a flipped byte inside the tensor data of a safetensors
 file (adapter weights, effect bank, cache) loads without error. Checkpoints are zip archives with CRCs,
@@ -14,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -28,8 +30,10 @@ from causaldreamer.checkpoint_io import AtomicCheckpointIO
 from causaldreamer.checkpoints import read_checkpoint
 from causaldreamer.data.embedding_cache import EmbeddingCache
 from causaldreamer.data.files import PAIRS_FILE, load_pairs
+from causaldreamer.io import atomic_dir, atomic_path
 
 from .cli_checks import (
+    CAUSE,
     REPO,
     Attempt,
     Command,
@@ -38,16 +42,17 @@ from .cli_checks import (
     run_concurrently,
     wait_until,
 )
-from .test_bad_input import CAUSE
 
 pytestmark = pytest.mark.reliability
 
 EXPECTED = {
-    "checkpoint-truncated": ("checkpoint", "is truncated or not a checkpoint (no zip archive)"),
-    "checkpoint-flipped-byte": ("checkpoint", "is corrupt (checksum mismatch in"),
-    "adapter-weights-truncated": ("cannot be loaded (SafetensorError", "export it again"),
-    "adapter-config-corrupt": ("cannot be loaded (JSONDecodeError", "export it again"),
-    "effect-bank-truncated": ("effect_bank.safetensors is corrupt or truncated", "export the adapter again"),
+    "checkpoint-truncated": ("checkpoint-truncated.ckpt is truncated or not a checkpoint (no zip archive)",),
+    "checkpoint-flipped-byte": ("checkpoint-flipped-byte.ckpt is corrupt (checksum mismatch in",),
+    "adapter-weights-truncated": ("adapter-weights-truncated-adapter cannot be loaded (SafetensorError",),
+    "adapter-config-corrupt": ("adapter-config-corrupt-adapter cannot be loaded (JSONDecodeError",),
+    "effect-bank-truncated": (
+        "effect-bank-truncated-adapter/effect_bank.safetensors is corrupt or truncated",
+    ),
 }
 
 
@@ -153,6 +158,21 @@ def test_kill_in_the_middle_of_a_save_leaves_the_previous_checkpoint_whole(tmp_p
         process.wait()
     assert list(tmp_path.glob(".last.ckpt.*.tmp")), "the kill came after the second save had finished"
     assert read_checkpoint(path)["version"] == 1
+
+
+def test_atomic_writes_keep_the_usual_modes(tmp_path):
+    """Written through a temporary file, yet as readable as any file the user writes (tempfile's would
+    be 0600): teammates can read a shared embedding cache, a checkpoint or an exported adapter."""
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "file") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "file").write_text("y")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "file").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
 
 
 def test_trainer_saves_through_the_atomic_plugin(train_cfg):

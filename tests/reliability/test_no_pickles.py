@@ -52,6 +52,8 @@ def test_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, slice
         attempt, result, str(checkpoint), "GLOBAL os.makedirs", "asks to run code"
     )
     assert not marker.exists()
+    torch.load(checkpoint, weights_only=False)  # the control: a full unpickle does run the payload
+    assert marker.is_dir()
 
 
 def test_adapter_folder_with_pickled_weights_is_refused(tmp_path):
