@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
@@ -19,6 +20,12 @@ CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data" / "causallite10k"
 
 register_resolvers()
+
+# Tests run smoke-sized models whose kernels take microseconds: a second thread only adds
+# synchronisation, and on a busy 2-core machine its spin-waits made runs several times slower.
+# Subprocesses (the CLI tests) inherit the setting through the environment.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -44,18 +51,21 @@ def minilm():
     return MiniLMEncoder()
 
 
-@pytest.fixture()
-def cli_env(data_dir, cache_dir) -> dict[str, str]:
+def cli_environment(data_dir: Path, cache_dir: Path) -> dict[str, str]:
     """Environment for entry points run as subprocesses: real data, the session cache, offline W&B."""
-    env = dict(os.environ)
-    env.update(
+    return dict(
+        os.environ,
         CAUSALDREAMER_DATA_DIR=str(data_dir),
         CAUSALDREAMER_CACHE_DIR=str(cache_dir),
         WANDB_MODE="offline",
         WANDB_SILENT="true",
         HYDRA_FULL_ERROR="0",
     )
-    return env
+
+
+@pytest.fixture()
+def cli_env(data_dir, cache_dir) -> dict[str, str]:
+    return cli_environment(data_dir, cache_dir)
 
 
 def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):

@@ -31,16 +31,6 @@ FRAME_SIZE = (32, 32)  # tiny latents are 16x16, the tiny VAE doubles them
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run kernels of microseconds: a second thread only adds synchronisation, and on a
-    busy 2-core machine its spin-waits made this file several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pixels(frames: list[Image.Image]) -> np.ndarray:
     return np.stack([np.asarray(frame, dtype=np.int16) for frame in frames])
 
