@@ -51,7 +51,7 @@ def minilm():
     return MiniLMEncoder()
 
 
-def cli_environment(data_dir: Path, cache_dir: Path) -> dict[str, str]:
+def cli_environment(data_dir: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
     """Environment for entry points run as subprocesses: real data, the session cache, offline W&B."""
     return dict(
         os.environ,
@@ -60,6 +60,7 @@ def cli_environment(data_dir: Path, cache_dir: Path) -> dict[str, str]:
         WANDB_MODE="offline",
         WANDB_SILENT="true",
         HYDRA_FULL_ERROR="0",
+        **extra,
     )
 
 

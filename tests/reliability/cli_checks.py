@@ -8,7 +8,6 @@ allowed.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,25 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conftest import cli_environment, run_module
+
 from causaldreamer.errors import EXIT_USER_ERROR
 
 REPO = Path(__file__).resolve().parents[2]
 CAUSE = "a glass falls off a table"  # what generate attempts are asked for
 HYDRA_LOGS = ("train.log", "generate.log")
-
-
-def cli_environment(data_dir: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
-    """What tests/conftest.py's ``cli_env`` sets, for given data and cache folders."""
-    env = dict(os.environ)
-    env.update(
-        CAUSALDREAMER_DATA_DIR=str(data_dir),
-        CAUSALDREAMER_CACHE_DIR=str(cache_dir),
-        WANDB_MODE="offline",
-        WANDB_SILENT="true",
-        HYDRA_FULL_ERROR="0",
-        **extra,
-    )
-    return env
 
 
 @dataclass
@@ -47,15 +34,7 @@ class Command:
     env: dict[str, str] = field(repr=False)
 
     def run(self) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", self.module, *self.args],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            stdin=subprocess.DEVNULL,
-        )
+        return run_module(self.module, self.args, self.env, REPO, timeout=600)
 
     def start(self, stderr: Path) -> subprocess.Popen:
         """Start it in its own process group, so that a test can kill it together with its children."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_environment
 from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -22,7 +23,7 @@ from safetensors.torch import load_file
 from causaldreamer.data.embedding_cache import EmbeddingCache
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
-from .cli_checks import Command, cli_environment, wait_until
+from .cli_checks import Command, wait_until
 
 pytestmark = pytest.mark.reliability
 

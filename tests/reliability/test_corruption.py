@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_environment
 from hydra.utils import instantiate
 from safetensors import safe_open
 
@@ -38,7 +39,6 @@ from .cli_checks import (
     Attempt,
     Command,
     assert_refused_and_nothing_written,
-    cli_environment,
     run_concurrently,
     wait_until,
 )

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_environment
 
 from causaldreamer.checkpoints import read_checkpoint, wandb_run_id
 
-from .cli_checks import Command, cli_environment, wait_until
+from .cli_checks import Command, wait_until
 
 pytestmark = pytest.mark.reliability
 
