@@ -67,11 +67,10 @@ class ReencodingModule(CausalAdapterModule):
     def training_step(self, batch, batch_idx):
         causes, effects, effect_id, link_type = batch
         composed = [compose(DEFAULT_TEMPLATE, c, e) for c, e in zip(causes, effects, strict=True)]
-        with torch.no_grad():
-            cause, effect = self.encoder.encode(list(causes)), self.encoder.encode(list(effects))
-            states, mask, spans = self.encoder.token_states(
-                [c[0] for c in composed], [c[1] for c in composed]
-            )
+        # The encoder runs in inference mode; clones are ordinary tensors the losses can use.
+        cause, effect = self.encoder.encode(list(causes)).clone(), self.encoder.encode(list(effects)).clone()
+        states, mask, spans = self.encoder.token_states([c[0] for c in composed], [c[1] for c in composed])
+        states = states.clone()
         tensors = {
             "cause": cause,
             "effect": effect,

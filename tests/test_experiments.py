@@ -59,21 +59,6 @@ needs_sweep_extra = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Smoke-sized steps are overhead-bound: on a shared two-core machine two threads per process only
-    contend (measured 6x slower under load), and parallel jobs or DDP processes would oversubscribe."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture()
-def env(cli_env) -> dict[str, str]:
-    return {**cli_env, "OMP_NUM_THREADS": "1"}
-
-
 def hydra_compose(overrides: list[str]):
     """``conf/train.yaml`` composed as the CLI would, with the ``hydra`` node (sweeper, launcher, mode)."""
     GlobalHydra.instance().clear()
@@ -114,7 +99,7 @@ def read_metrics(job_dir: Path) -> dict:
 # -- experiments, smoke-sized --------------------------------------------------------------------------
 
 
-def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(env, tmp_path):
+def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path):
     """``+experiment=lambda_sweep`` alone sets multirun mode; each run trains, tests, scores coverage and
     generated sequences; the sweep gets one table and plot; W&B runs share the sweep's group."""
     args = [
@@ -124,7 +109,7 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(env, tmp_path):
         *TINY_GENERATION,
         f"paths.log_dir={tmp_path}",
     ]
-    result = run_module("causaldreamer.train", args, env, REPO)
+    result = run_module("causaldreamer.train", args, cli_env, REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
@@ -447,7 +432,7 @@ def test_launchers_trainers_and_search_compose():
 
 
 @needs_sweep_extra
-def test_optuna_search_runs_two_trials_on_parallel_workers(env, tmp_path):
+def test_optuna_search_runs_two_trials_on_parallel_workers(cli_env, tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -464,7 +449,7 @@ def test_optuna_search_runs_two_trials_on_parallel_workers(env, tmp_path):
         "logger=csv",
         f"paths.log_dir={tmp_path}",
     ]
-    result = run_module("causaldreamer.train", args, env, REPO)
+    result = run_module("causaldreamer.train", args, cli_env, REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     recalls = [read_metrics(sweep_dir / job)["metrics"]["val/recall@5"] for job in ("0", "1")]
@@ -493,11 +478,11 @@ def zero_shot_metrics(data_dir, cache_dir, minilm, split: str) -> dict[str, floa
     return {f"{split}/zero_shot/{k}": float(v) for k, v in metric.compute().items()}
 
 
-def test_ddp_on_two_cpu_processes_inside_a_multirun(env, tmp_path, data_dir, cache_dir, minilm):
+def test_ddp_on_two_cpu_processes_inside_a_multirun(cli_env, tmp_path, data_dir, cache_dir, minilm):
     """Two gloo processes, forked inside the multirun job (re-running the command would re-launch the
     sweep): one job, the usual outputs, and retrieval metrics gathered from both processes."""
     args = ["-m", "+experiment=smoke", "trainer=ddp_cpu", "trainer.max_epochs=1", "logger=csv"]
-    result = run_module("causaldreamer.train", [*args, f"paths.log_dir={tmp_path}"], env, REPO)
+    result = run_module("causaldreamer.train", [*args, f"paths.log_dir={tmp_path}"], cli_env, REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
