@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -67,6 +68,24 @@ def cli_environment(data_dir: Path, cache_dir: Path, **extra: str) -> dict[str, 
 @pytest.fixture()
 def cli_env(data_dir, cache_dir) -> dict[str, str]:
     return cli_environment(data_dir, cache_dir)
+
+
+def write_adapter_folder(folder: Path, encoder, data_dir: Path, bank_size: int) -> Path:
+    """The layout the trainer exports (config.json, model.safetensors, effect_bank.safetensors), with the
+    first ``bank_size`` real effects and random gate and bias heads, so the intervention shows."""
+    from causaldreamer.adapter import CausalAdapter
+    from causaldreamer.bank import EffectBank
+
+    with open(data_dir / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
+        effects = list(dict.fromkeys(row["effect"] for row in csv.DictReader(handle)))[:bank_size]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        adapter = CausalAdapter()
+        for head in (adapter.q_gate, adapter.k_gate, adapter.bias):
+            torch.nn.init.normal_(head.weight, std=0.5)
+    adapter.save_pretrained(folder)
+    EffectBank(effects, encoder.encode(effects), encoder.identity).save(folder)
+    return folder
 
 
 def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):

@@ -7,19 +7,16 @@ subprocesses. The numbers mean nothing; the tests check what is drawn, scored, w
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from conftest import cli_environment, compose_config, run_module
+from conftest import cli_environment, compose_config, run_module, write_adapter_folder
 from omegaconf import OmegaConf
 from PIL import Image
 
-from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
 from causaldreamer.data.files import load_counterfactual
 from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
@@ -37,18 +34,7 @@ TINY_SD15 = ["method=sd15", "method.tiny=true", "method.num_inference_steps=2", 
 
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory, minilm, data_dir) -> Path:
-    """The layout the trainer exports, with random gate and bias heads so the intervention shows."""
-    with open(data_dir / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
-        effects = list(dict.fromkeys(row["effect"] for row in csv.DictReader(handle)))[:BANK_SIZE]
-    folder = tmp_path_factory.mktemp("adapter")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        adapter = CausalAdapter()
-        for head in (adapter.q_gate, adapter.k_gate, adapter.bias):
-            torch.nn.init.normal_(head.weight, std=0.5)
-    adapter.save_pretrained(folder)
-    EffectBank(effects, minilm.encode(effects), minilm.identity).save(folder)
-    return folder
+    return write_adapter_folder(tmp_path_factory.mktemp("adapter"), minilm, data_dir, BANK_SIZE)
 
 
 @pytest.fixture(scope="module")

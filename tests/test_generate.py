@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_adapter_folder
 from diffusers import DDIMScheduler, PNDMScheduler
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
@@ -53,18 +53,7 @@ def encoder(minilm) -> MiniLMEncoder:
 
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory, encoder, data_dir) -> Path:
-    """The layout the trainer exports: config.json + model.safetensors + effect_bank.safetensors."""
-    with open(data_dir / "CausalLite10K.csv", newline="", encoding="utf-8") as handle:
-        effects = list(dict.fromkeys(row["effect"] for row in csv.DictReader(handle)))[:BANK_SIZE]
-    folder = tmp_path_factory.mktemp("adapter")
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        adapter = CausalAdapter()
-        for head in (adapter.q_gate, adapter.k_gate, adapter.bias):
-            torch.nn.init.normal_(head.weight, std=0.5)
-    adapter.save_pretrained(folder)
-    EffectBank(effects, encoder.encode(effects), encoder.identity).save(folder)
-    return folder
+    return write_adapter_folder(tmp_path_factory.mktemp("adapter"), encoder, data_dir, BANK_SIZE)
 
 
 @pytest.fixture(scope="module")
