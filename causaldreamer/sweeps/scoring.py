@@ -161,8 +161,8 @@ class RunScorer:
     ) -> dict[str, float]:
         """Generate the first num_scenarios sequences into ``output_dir`` and score them."""
         from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
-        from causaldreamer.metrics.features import ClipFeatures, DinoFeatures, sequence_features
-        from causaldreamer.metrics.sequence import sequence_metrics
+        from causaldreamer.evaluate import score_sequences
+        from causaldreamer.metrics.features import ClipFeatures, DinoFeatures
 
         gen = self.scoring.generation
         generator = self.generator(folder, encoder)
@@ -174,13 +174,16 @@ class RunScorer:
                 ClipFeatures.from_pretrained(gen.clip_model),
             )
         dino, clip = dino.to(generator.pipe.device), clip.to(generator.pipe.device)
-        metrics = sequence_metrics()
+        folders = []
         for i, cause in enumerate(scenarios["cause"].head(gen.num_scenarios)):
             sequence = generator.generate(cause, gen.seed)
-            write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, sequence.record)
-            effects = [frame["effect"] for frame in sequence.record["frames"]]
-            metrics.update(**sequence_features(sequence.frames, cause, effects, dino, clip))
-        return {f"gen/{name}": float(value) for name, value in metrics.compute().items()}
+            folders.append(
+                write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, sequence.record)
+            )
+        _, means = score_sequences(
+            folders, dino, clip
+        )  # the same scoring as python -m causaldreamer.evaluate
+        return {f"gen/{name}": value for name, value in means.items()}
 
 
 def _positive_int(value) -> bool:
