@@ -8,6 +8,8 @@ ifneq ($(wildcard $(SHARED_DATA)/CausalLite10K.csv),)
 export CAUSALDREAMER_DATA_DIR ?= $(SHARED_DATA)
 endif
 export WANDB_MODE ?= offline
+# Test workers (pytest-xdist): each test runs on one thread, so one worker per core.
+TEST_WORKERS ?= 2
 
 .PHONY: help install train test test-reliability lint format bench clean
 
@@ -26,8 +28,8 @@ install: $(VENV)/.installed  ## create .venv: torch 2.13.0 first, then the packa
 train: install  ## train the causal adapter on CausalLite10K with the default config
 	$(PY) -m causaldreamer.train $(ARGS)
 
-test: install  ## run the test suite
-	$(PY) -m pytest $(ARGS)
+test: install  ## run the test suite (TEST_WORKERS=2 parallel workers)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-reliability: install  ## kills and resumes, damaged files, bad input, parallel jobs (pytest -m reliability)
 	$(PY) -m pytest -m reliability $(ARGS)

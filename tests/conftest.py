@@ -41,8 +41,16 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One embedding cache for the whole session: each text is encoded once across all tests."""
-    return Path(os.environ.get("CAUSALDREAMER_TEST_CACHE_DIR", tmp_path_factory.mktemp("embedding-cache")))
+    """One embedding cache for the whole session: each text is encoded once across all tests.
+
+    Under pytest-xdist the workers share it (its file lock and atomic writes make that safe).
+    """
+    if "CAUSALDREAMER_TEST_CACHE_DIR" in os.environ:
+        return Path(os.environ["CAUSALDREAMER_TEST_CACHE_DIR"])
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the directory all workers' temp folders live in
+    return root / "embedding-cache"
 
 
 @pytest.fixture(scope="session")
