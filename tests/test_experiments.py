@@ -425,6 +425,10 @@ def test_launchers_trainers_and_search_compose():
     assert hydra_compose(["trainer=gpu"]).trainer.devices == 1
     lam = hydra_compose(["+experiment=lambda_sweep"])
     assert lam.hydra.sweeper.params["model.lam"] == "0.5,0.6,0.7,0.8,0.9,1.0"
+    # The studies' budget: 20 epochs, two jobs at a time; both give way to the command line.
+    assert lam.trainer.max_epochs == 20 and lam.hydra.launcher._target_.endswith("JoblibLauncher")
+    full = hydra_compose(["+experiment=lambda_sweep", "trainer.max_epochs=200", "hydra/launcher=basic"])
+    assert full.trainer.max_epochs == 200 and full.hydra.launcher._target_.endswith("BasicLauncher")
     assert (lam.logger.wandb.group, lam.logger.wandb.job_type) == ("lambda_sweep", "train")
 
 
