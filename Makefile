@@ -14,7 +14,7 @@ TEST_WORKERS ?= 2
 .PHONY: help install train test test-reliability lint format bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,7 +32,7 @@ test: install  ## run the test suite (TEST_WORKERS=2 parallel workers)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-reliability: install  ## kills and resumes, damaged files, bad input, parallel jobs (pytest -m reliability)
-	$(PY) -m pytest -m reliability $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m reliability $(ARGS)
 
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check causaldreamer tests experiments
