@@ -71,7 +71,8 @@ class CausalAdapterModule(L.LightningModule):
                 "train with the encoder the adapter was built for"
             )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The DESIGN 6.1 losses of one batch, by name; a loss of weight 0 is not computed."""
         out = self.adapter(batch["cause"], batch["link_type"])
         w, terms = self.weights, {}
         if w["delta"]:
@@ -101,7 +102,11 @@ class CausalAdapterModule(L.LightningModule):
                 self.hparams.lam,
                 self.gate_logit_scale.clamp(max=MAX_LOGIT_SCALE),
             )
-        total = sum(w[name] * value for name, value in terms.items())
+        return terms
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        terms = self.loss_terms(batch)
+        total = sum(self.weights[name] * value for name, value in terms.items())
         # Logging every step costs more than the step itself at this size; log at the logger's cadence.
         if self.global_step % self.trainer.log_every_n_steps == 0:
             values = {f"train/{name}": value.detach() for name, value in terms.items()}

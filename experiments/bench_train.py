@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from causaldreamer import losses
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.encoders import MiniLMEncoder
@@ -126,6 +127,66 @@ def time_loop_floor(datamodule, epochs: int) -> list[float]:
     return timer.seconds
 
 
+def ms_per_call(run, batches: list[dict], warmup: int = 20) -> float:
+    """Median over 3 passes of the mean milliseconds of ``run(batch)`` over ``batches``."""
+    for batch in batches[:warmup]:
+        run(batch)
+    passes = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for batch in batches:
+            run(batch)
+        passes.append(1e3 * (time.perf_counter() - start) / len(batches))
+    return median(passes)
+
+
+def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
+    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning)."""
+    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
+    module.attach_bank(datamodule)
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, fused=True)
+    loader = datamodule.train_dataloader()
+    batches = list(loader) * max(1, 250 // len(loader))
+
+    def adapter_forward_backward(batch):
+        out = module.adapter(batch["cause"], batch["link_type"])
+        sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
+
+    def bank_softmax(batch):
+        effect_pred = batch["cause"].clone().requires_grad_()
+        rows = module.train_bank_row[batch["effect_id"]]
+        losses.retrieval_loss(
+            effect_pred, batch["effect"], rows, module.logit_scale, module.train_bank
+        ).backward()
+
+    def full_step(loss_terms):
+        def step(batch):
+            terms = loss_terms(batch)
+            optimizer.zero_grad()
+            sum(module.weights[name] * value for name, value in terms.items()).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+
+        return step
+
+    parts = {
+        "adapter forward + backward": ms_per_call(adapter_forward_backward, batches),
+        "bank softmax forward + backward": ms_per_call(bank_softmax, batches),
+        "fused AdamW step": ms_per_call(lambda _: optimizer.step(), batches),
+        "gradient clipping": ms_per_call(lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches),
+        "all losses, clipping and AdamW": ms_per_call(full_step(module.loss_terms), batches),
+    }
+    if compile_losses:
+        start = time.perf_counter()
+        compiled = full_step(torch.compile(module.loss_terms))
+        compiled(batches[0])
+        parts[f"the same, losses compiled ({time.perf_counter() - start:.0f} s to compile)"] = ms_per_call(
+            compiled, batches
+        )
+    return parts
+
+
 def time_paper(datamodule, steps: int) -> tuple[float, int]:
     """Seconds per epoch of the re-encoding loop, from ``steps`` timed steps; and the epoch's step count."""
     dataset = TextRows(datamodule)
@@ -145,6 +206,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--limit-train", type=int, default=None, help="the first N training rows only")
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = os.environ.get("CAUSALDREAMER_DATA_DIR", "../shared/data/causallite10k")
@@ -156,6 +218,7 @@ def main() -> None:
     datamodule.setup("fit")  # builds the embedding cache once, outside the timings
     ours = time_ours(datamodule, args.epochs)
     floor = median(time_loop_floor(datamodule, args.epochs))
+    parts = time_step_parts(datamodule, args.compile)
     paper, steps = time_paper(datamodule, args.paper_steps)
     ours_epoch = median(ours)
     print(f"threads={args.threads} batch_size={args.batch_size} steps_per_epoch={steps}")
@@ -169,6 +232,9 @@ def main() -> None:
         f"{1e3 * floor / steps:.2f} ms/step, {200 * floor:.0f} s for 200 epochs"
     )
     print(f"default schedule (200 epochs) at our rate: {200 * ours_epoch:.0f} s of training")
+    print("a step's parts, plain PyTorch loops over the same batches (no Lightning):")
+    for name, ms in parts.items():
+        print(f"  {name}: {ms:.2f} ms/step")
 
 
 if __name__ == "__main__":
