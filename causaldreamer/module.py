@@ -82,7 +82,7 @@ class CausalAdapterModule(L.LightningModule):
                 out.effect, batch["effect"], batch["effect_id"], self.hparams.margin
             )
         if w["retrieval"]:
-            scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE)
+            scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
             if self.hparams.negatives == "bank":
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
@@ -100,7 +100,7 @@ class CausalAdapterModule(L.LightningModule):
                 batch["effect"],
                 batch["effect_id"],
                 self.hparams.lam,
-                self.gate_logit_scale.clamp(max=MAX_LOGIT_SCALE),
+                self.gate_logit_scale.clamp(max=MAX_LOGIT_SCALE).exp(),
             )
         return terms
 
