@@ -107,8 +107,9 @@ class CausalAdapterModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
         total = sum(self.weights[name] * value for name, value in terms.items())
-        # Logging every step costs more than the step itself at this size; log at the logger's cadence.
-        if self.global_step % self.trainer.log_every_n_steps == 0:
+        # Logging every step costs more than the step itself at this size: log only the steps Lightning
+        # writes out (global_step + 1 a multiple of log_every_n_steps), so each value carries its own step.
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             values = {f"train/{name}": value.detach() for name, value in terms.items()}
             values["train/loss"] = total.detach()
             values["train/temperature"] = 1 / self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp()

@@ -1,15 +1,21 @@
 """The main job end to end: real Hydra composition and CLI, real Trainer, offline W&B, real files."""
 
+import csv
 import math
 
+import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import REPO, run_module
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
+from causaldreamer.data.datamodule import CausalPairsDataModule
 from causaldreamer.errors import UserError
+from causaldreamer.loggers import CSVLogger
+from causaldreamer.module import CausalAdapterModule
 from causaldreamer.train import train
 
 
@@ -97,3 +103,51 @@ def test_bad_overrides_exit_2_with_one_line(cli_env, tmp_path, override, message
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("run.yaml"))
+
+
+@pytest.fixture(scope="module")
+def small_datamodule(data_dir, cache_dir, minilm) -> CausalPairsDataModule:
+    datamodule = CausalPairsDataModule(data_dir, cache_dir, minilm, limit_train=128, limit_eval=32)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_contrastive_losses_start_at_temperature_0_07(small_datamodule):
+    """DESIGN 6.1: logits are cos / T with a learnable T initialised at 0.07 (exp of the log scale)."""
+    module = CausalAdapterModule(CausalAdapter(), temperature=0.07).eval()
+    module.attach_bank(small_datamodule)
+    batch = next(iter(small_datamodule.train_dataloader()))
+    terms = module.loss_terms(batch)
+    effect_pred = module.adapter(batch["cause"], batch["link_type"]).effect
+    rows = module.train_bank_row[batch["effect_id"]]
+    expected = F.cross_entropy(effect_pred @ module.train_bank.T / 0.07, rows)
+    assert terms["retrieval"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class StepLosses(L.Callback):
+    def __init__(self):
+        self.losses: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses[trainer.global_step - 1] = float(outputs["loss"])
+
+
+def test_logged_training_loss_is_the_loss_of_its_step(small_datamodule, tmp_path):
+    """Each logged train/loss carries the step it was computed at (Lightning writes at step+1 % n == 0)."""
+    recorder, logger = StepLosses(), CSVLogger(tmp_path)
+    trainer = L.Trainer(
+        max_epochs=2,
+        log_every_n_steps=3,
+        limit_val_batches=0,
+        logger=logger,
+        callbacks=[recorder],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(CausalAdapterModule(CausalAdapter()), datamodule=small_datamodule)
+    with open(f"{logger.log_dir}/metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("train/loss")]
+    assert [int(r["step"]) for r in rows] == [2, 5]  # 8 steps: written after steps 2 and 5
+    for row in rows:
+        assert float(row["train/loss"]) == pytest.approx(recorder.losses[int(row["step"])], rel=1e-6)
