@@ -61,6 +61,22 @@ def intervention_attention(
     broadcastable to [B,H,Nq,Nk] (e.g. -inf on padding keys). Returns [B,H,Nq,Dh].
     """
     key_scale, logit_bias = intervention_key_scale_and_bias(span_ids, q_gate, k_gate, bias, lam, progress)
+    return scaled_key_attention(query, key, value, key_scale, logit_bias, attn_mask)
+
+
+def scaled_key_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The one SDPA call of the intervention, from its per-key scale and logit bias [B,H,Nk].
+
+    Split from ``intervention_attention`` so the UNet's processors can compute the scale and bias once per
+    sequence and reuse them at every layer and step.
+    """
     mask = logit_bias[:, :, None, :].to(query.dtype)
     if attn_mask is not None:
         mask = mask + attn_mask

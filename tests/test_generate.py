@@ -26,6 +26,7 @@ from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from causaldreamer.bank import EffectBank
+from causaldreamer.diffusion import processor
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.sd15 import load_stable_diffusion
@@ -36,7 +37,7 @@ from causaldreamer.diffusion.tiny import TINY_MODEL_ID, build_tiny_pipeline
 from causaldreamer.encoders import MiniLMEncoder
 from causaldreamer.errors import EXIT_USER_ERROR, UserError
 from causaldreamer.generate import generate
-from causaldreamer.intervention import SPAN_CAUSE, SPAN_EFFECT, SPAN_NONE
+from causaldreamer.intervention import SPAN_CAUSE, SPAN_EFFECT, SPAN_NONE, intervention_key_scale_and_bias
 from causaldreamer.io import atomic_path
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
@@ -172,7 +173,14 @@ class CallCounter:
             handle.remove()
 
 
-def test_one_batched_call_from_one_latent_with_the_adapter_run_once(generator, adapter_dir):
+def test_one_batched_call_from_one_latent_with_the_adapter_run_once(generator, adapter_dir, monkeypatch):
+    key_scale_builds = []
+
+    def counted(*args, **kwargs):
+        key_scale_builds.append(1)
+        return intervention_key_scale_and_bias(*args, **kwargs)
+
+    monkeypatch.setattr(processor, "intervention_key_scale_and_bias", counted)
     unet = generator.pipe.unet
     cross_attention = [m for name, m in unet.named_modules() if name.endswith("attn2")]
     adapter_calls, unet_calls = CallCounter([generator.adapter]), CallCounter([unet])
@@ -185,6 +193,7 @@ def test_one_batched_call_from_one_latent_with_the_adapter_run_once(generator, a
     assert adapter_calls.calls == 1
     assert unet_calls.calls == STEPS  # all frames in one batch per step, not one call per frame
     assert attn2_calls.calls == STEPS * len(cross_attention)
+    assert len(key_scale_builds) == 1  # the intervention's key scale and bias: once for all layers and steps
     first_latents = unet_calls.first_input
     assert first_latents.shape[0] == 2 * FRAMES  # [uncond; cond] under guidance
     assert (first_latents == first_latents[:1]).all()  # the same initial latent for every frame

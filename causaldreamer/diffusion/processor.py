@@ -1,7 +1,8 @@
 """Attention processors that put the causal intervention (DESIGN 5, 6.4) into a diffusers UNet.
 
 Cross-attention (``attn2``) layers get ``CausalInterventionAttnProcessor``: the conditional rows of the
-batch attend through ``intervention_attention``, the unconditional half of classifier-free guidance
+batch attend through the intervention function (its key scale and logit bias computed once per
+sequence, then one SDPA call per layer), the unconditional half of classifier-free guidance
 through the same call with gates 1 and bias 0, which is exactly diffusers' ``AttnProcessor2_0``.
 Self-attention (``attn1``) layers stay stock unless shared frame-0 attention is asked for.
 All per-sequence inputs live in one ``SequenceAttentionState`` that every processor of the UNet shares,
@@ -17,7 +18,12 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from causaldreamer.errors import UserError
-from causaldreamer.intervention import NUM_SPANS, SPAN_NONE, intervention_attention
+from causaldreamer.intervention import (
+    NUM_SPANS,
+    SPAN_NONE,
+    intervention_key_scale_and_bias,
+    scaled_key_attention,
+)
 
 
 @dataclass
@@ -70,27 +76,31 @@ class SequenceAttentionState:
     def __init__(self):
         self.num_frames = 1
         self._intervention: CrossAttentionIntervention | None = None
-        self._rows: dict[tuple[int, int, int], CrossAttentionIntervention] = {}
+        self._key_scales: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def set_sequence(self, num_frames: int, intervention: CrossAttentionIntervention | None) -> None:
         if intervention is not None and intervention.num_frames != num_frames:
             raise ValueError(f"intervention has {intervention.num_frames} rows for {num_frames} frames")
         self.num_frames, self._intervention = num_frames, intervention
-        self._rows.clear()
+        self._key_scales.clear()
 
     def clear(self) -> None:
         """Back to stock attention."""
         self.set_sequence(1, None)
 
-    def intervention_rows(
+    def key_scale_and_bias(
         self, batch_size: int, num_keys: int, num_heads: int, device
-    ) -> CrossAttentionIntervention:
-        """Per-row inputs for a UNet batch of T rows (no guidance) or 2T rows [uncond; cond]; cached, since
-        every layer at every step asks for the same rows."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The intervention's per-key scale and logit bias [B,H,Nk] for a UNet batch of T rows (no
+        guidance) or 2T rows [uncond; cond]; computed once per sequence, since every layer at every step
+        asks for the same."""
         cache_key = (batch_size, num_keys, num_heads)
-        if cache_key not in self._rows:
-            self._rows[cache_key] = self._build_rows(batch_size, num_keys, num_heads, device)
-        return self._rows[cache_key]
+        if cache_key not in self._key_scales:
+            rows = self._build_rows(batch_size, num_keys, num_heads, device)
+            self._key_scales[cache_key] = intervention_key_scale_and_bias(
+                rows.span_ids, rows.q_gate, rows.k_gate, rows.bias, rows.lam, rows.progress
+            )
+        return self._key_scales[cache_key]
 
     def _build_rows(self, batch_size, num_keys, num_heads, device) -> CrossAttentionIntervention:
         state = self._intervention
@@ -176,23 +186,13 @@ class _FusedAttnProcessor:
 
 
 class CausalInterventionAttnProcessor(_FusedAttnProcessor):
-    """Cross-attention through ``intervention_attention``: one fused SDPA call for the whole batch."""
+    """Cross-attention through the intervention (``intervention.scaled_key_attention``): one fused SDPA call
+    for the whole batch, with the scale and bias the shared state computed once for the sequence."""
 
     def attend(self, query, key, value, attention_mask) -> torch.Tensor:
         batch_size, num_heads, num_keys = key.shape[0], key.shape[1], key.shape[2]
-        rows = self.state.intervention_rows(batch_size, num_keys, num_heads, key.device)
-        return intervention_attention(
-            query,
-            key,
-            value,
-            span_ids=rows.span_ids,
-            q_gate=rows.q_gate,
-            k_gate=rows.k_gate,
-            bias=rows.bias,
-            lam=rows.lam,
-            progress=rows.progress,
-            attn_mask=attention_mask,
-        )
+        key_scale, logit_bias = self.state.key_scale_and_bias(batch_size, num_keys, num_heads, key.device)
+        return scaled_key_attention(query, key, value, key_scale, logit_bias, attn_mask=attention_mask)
 
 
 class SharedFrameAttnProcessor(_FusedAttnProcessor):
