@@ -98,8 +98,13 @@ def write_adapter_folder(folder: Path, encoder, data_dir: Path, bank_size: int) 
 
 def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
     """``python -m module args`` as a user would run it; returns the CompletedProcess."""
+    return run_python(["-m", module, *args], env, cwd, timeout)
+
+
+def run_python(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
+    """``python args`` in a subprocess, no stdin, output captured; returns the CompletedProcess."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

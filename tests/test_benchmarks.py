@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import REPO, run_python
 
 
 def run_benchmark(script: str, args: list[str], env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / script), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_python([str(REPO / "experiments" / script), *args], env, REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -33,6 +23,15 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     ratio = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))
     assert ours > 0 and paper > 0 and abs(ratio - paper / ours) < 0.1 * ratio + 0.1
     assert re.search(r"Lightning's loop alone .*: [\d.]+ s/epoch, [\d.]+ ms/step", out)
+    parts = dict(re.findall(r"\n  (.+): ([\d.]+) ms/step", out))
+    assert set(parts) == {
+        "adapter forward + backward",
+        "bank softmax forward + backward",
+        "fused AdamW step",
+        "gradient clipping",
+        "all losses, clipping and AdamW",
+    }
+    assert all(float(ms) > 0 for ms in parts.values())
 
 
 def test_bench_attention_and_batched_frames_print_their_comparisons(cli_env):

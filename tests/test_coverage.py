@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,11 +10,11 @@ import torch
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
+from causaldreamer.data.embedding_cache import EmbeddingCache
 from causaldreamer.encoders import MiniLMEncoder
 from causaldreamer.errors import UserError
 from causaldreamer.metrics.coverage import CounterfactualCoverage, best_cosines, counterfactual_coverage
 
-DATA = Path("/work/shared/data/causallite10k")
 E1, E2, E3 = torch.eye(3)
 DIAGONAL = (E1 + E2) / math.sqrt(2)  # cosine 1/sqrt(2) with E1 and with E2
 
@@ -65,13 +64,13 @@ def test_merged_states_equal_one_metric_over_all_causes():
 
 
 @pytest.fixture(scope="module")
-def encoder() -> MiniLMEncoder:
-    return MiniLMEncoder()
+def encoder(minilm) -> MiniLMEncoder:
+    return minilm
 
 
 @pytest.fixture(scope="module")
-def scenarios() -> pd.DataFrame:
-    return pd.read_csv(DATA / "test_counterfactual.csv")
+def scenarios(data_dir) -> pd.DataFrame:
+    return pd.read_csv(data_dir / "test_counterfactual.csv")
 
 
 def _bank(encoder: MiniLMEncoder, texts: list[str]) -> EffectBank:
@@ -80,11 +79,11 @@ def _bank(encoder: MiniLMEncoder, texts: list[str]) -> EffectBank:
 
 
 @pytest.fixture(scope="module")
-def full_bank(encoder) -> EffectBank:
-    """The 5,131 unique effects of CausalLite10K (encoding takes ~15-20 s)."""
-    effects = sorted(pd.read_csv(DATA / "CausalLite10K.csv")["effect"].unique())
+def full_bank(encoder, data_dir, cache_dir) -> EffectBank:
+    """The 5,131 unique effects of CausalLite10K, from the session's embedding cache."""
+    effects = sorted(pd.read_csv(data_dir / "CausalLite10K.csv")["effect"].unique())
     assert len(effects) == 5131
-    return _bank(encoder, effects)
+    return EffectBank(effects, EmbeddingCache(cache_dir, encoder).sentences(effects), encoder.identity)
 
 
 @pytest.fixture(scope="module")

@@ -148,14 +148,12 @@ def test_a_folder_of_other_settings_is_not_reused(tmp_path):
 def test_a_baseline_draws_and_is_scored_on_the_reference_effects(baseline_run, scenarios):
     result, output_dir = baseline_run
     assert result.returncode == 0, result.stderr[-3000:]
-    for record, (_, scenario) in zip(records(output_dir), scenarios.head(2).iterrows(), strict=True):
+    for record, (index, scenario) in zip(records(output_dir), scenarios.head(2).iterrows(), strict=True):
         reference = [scenario[f"effect{i}"] for i in range(1, 9)]
         assert record["method"] == "sd15" and record["model_ids"] == {"pipeline": "tiny-random"}
         assert [f["effect"] for f in record["frames"]] == reference == record["reference_effects"]
-        assert Image.open(output_dir / sequence_folder_name(0, scenarios["cause"][0]) / "grid.png").size == (
-            8 * 32,
-            32,
-        )
+        grid = output_dir / sequence_folder_name(index, scenario["cause"]) / "grid.png"
+        assert Image.open(grid).size == (8 * 32, 32)
     summary = pd.read_csv(output_dir / "summary.csv")
     assert summary.loc[0, "label"] == "Stable Diffusion" and summary.loc[0, "scenarios"] == 2
     assert not [c for c in summary.columns if c.startswith("coverage")]  # text side: CausalDreamer only
