@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 # Test workers (pytest-xdist): each test runs on one thread, so one worker per core.
 TEST_WORKERS ?= 2
 
-.PHONY: help install train test test-reliability lint format bench clean
+.PHONY: help install train test test-reliability lint format bench study clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ format: install  ## ruff format and autofix
 
 bench: install  ## training-speed benchmark: cached embeddings vs re-encoding every batch
 	$(PY) experiments/bench_train.py
+
+study: install  ## re-run a recorded study (STUDY=lambda_sweep or ablations) and refresh its folder in experiments/
+	@test -f experiments/$(STUDY)/README.md || { echo "error: set STUDY to lambda_sweep or ablations"; exit 2; }
+	sweep_dir=logs/studies/$(STUDY)/$$(date +%Y-%m-%d_%H-%M-%S) && \
+	$(PY) -m causaldreamer.train +experiment=$(STUDY) hydra.sweep.dir=$$sweep_dir $(ARGS) && \
+	cp $$sweep_dir/summary.csv $$sweep_dir/summary.md $$sweep_dir/summary.png experiments/$(STUDY)/
 
 clean:  ## remove logs, outputs and the embedding cache (not .venv)
 	rm -rf logs outputs .cache
