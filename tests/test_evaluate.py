@@ -257,7 +257,11 @@ def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir
     assert method.record().items() <= sequence.record.items()  # what a rerun checks before reusing it
     again = method.generate("A dog running in a park", reference, seed=3)
     assert [f.tobytes() for f in again] == [f.tobytes() for f in sequence.frames]
+    encoded = []
+    encode = method.generator.encoder.encode
+    method.generator.encoder.encode = lambda texts: encoded.extend(texts) or encode(texts)
     coverage = method.counterfactual_coverage(scenarios.head(3))
+    assert sorted(encoded) == sorted(set(scenarios.head(3).iloc[:, :9].stack()))  # each text once, 3 runs
     assert set(coverage) == {"coverage_threshold"} | {
         f"coverage_{run}_{stat}" for run in ("topk", "path", "zero_shot") for stat in ("mean", "share")
     }

@@ -16,7 +16,7 @@ from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
-from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage
+from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, EncodedOnce, counterfactual_coverage
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
@@ -74,10 +74,10 @@ class CausalDreamerMethod(SequenceMethod):
             ("path", g.folder.adapter, "path"),
             ("zero_shot", None, "topk"),
         )
-        result = {"coverage_threshold": DEFAULT_THRESHOLD}
+        result, encoder = {"coverage_threshold": DEFAULT_THRESHOLD}, EncodedOnce(g.encoder)
         for name, adapter, mode in runs:
             coverage = counterfactual_coverage(
-                adapter, g.encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD
+                adapter, encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD
             )
             result |= {f"coverage_{name}_{stat}": coverage[stat] for stat in ("mean", "share")}
         return result
