@@ -16,10 +16,9 @@ from torch import nn
 
 from causaldreamer import losses
 from causaldreamer.adapter import CausalAdapter
+from causaldreamer.checkpoints import check_adapter_dim
 from causaldreamer.errors import UserError
 from causaldreamer.metrics.retrieval import BankRetrieval
-
-MAX_LOGIT_SCALE = math.log(100.0)  # temperature clamped to >= 0.01, as in CLIP
 
 
 class CausalAdapterModule(L.LightningModule):
@@ -30,6 +29,7 @@ class CausalAdapterModule(L.LightningModule):
         loss_weights: dict | None = None,
         margin: float = 0.2,
         temperature: float = 0.07,
+        min_temperature: float = 0.01,
         negatives: str = "bank",
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
@@ -40,6 +40,10 @@ class CausalAdapterModule(L.LightningModule):
         super().__init__()
         if negatives not in ("batch", "bank"):
             raise UserError(f"model.negatives must be 'batch' or 'bank', got {negatives!r}")
+        if not 0 < min_temperature <= temperature:
+            raise UserError(
+                f"model.min_temperature must be in (0, model.temperature={temperature}], got {min_temperature}"
+            )
         if not math.isfinite(float(lam)):
             raise UserError(f"model.lam must be a finite number, got {lam}")
         self.save_hyperparameters(ignore=["adapter"])
@@ -47,6 +51,7 @@ class CausalAdapterModule(L.LightningModule):
         self.weights = {"delta": 1.0, "triplet": 0.5, "retrieval": 10.0, "gate": 1.0, **(loss_weights or {})}
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
         self.gate_logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        self.max_logit_scale = math.log(1 / min_temperature)
         self.val_retrieval, self.val_zero_shot = BankRetrieval(), BankRetrieval()
         self.test_retrieval, self.test_zero_shot = BankRetrieval(), BankRetrieval()
 
@@ -82,7 +87,7 @@ class CausalAdapterModule(L.LightningModule):
                 out.effect, batch["effect"], batch["effect_id"], self.hparams.margin
             )
         if w["retrieval"]:
-            scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+            scale = self.logit_scale.clamp(max=self.max_logit_scale).exp()
             if self.hparams.negatives == "bank":
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
@@ -100,7 +105,7 @@ class CausalAdapterModule(L.LightningModule):
                 batch["effect"],
                 batch["effect_id"],
                 self.hparams.lam,
-                self.gate_logit_scale.clamp(max=MAX_LOGIT_SCALE).exp(),
+                self.gate_logit_scale.clamp(max=self.max_logit_scale).exp(),
             )
         return terms
 
@@ -112,7 +117,7 @@ class CausalAdapterModule(L.LightningModule):
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             values = {f"train/{name}": value.detach() for name, value in terms.items()}
             values["train/loss"] = total.detach()
-            values["train/temperature"] = 1 / self.logit_scale.detach().clamp(max=MAX_LOGIT_SCALE).exp()
+            values["train/temperature"] = 1 / self.logit_scale.detach().clamp(max=self.max_logit_scale).exp()
             self.log_dict(values, on_step=True, on_epoch=False)
         return total
 
@@ -177,12 +182,7 @@ class CausalAdapterModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        weight = checkpoint.get("state_dict", {}).get("adapter.relation.weight")
-        if weight is not None and weight.shape[1] != self.adapter.dim:
-            raise UserError(
-                f"the checkpoint's adapter is {weight.shape[1]}-d but the configured encoder gives "
-                f"{self.adapter.dim}-d; resume with the encoder it was trained with"
-            )
+        check_adapter_dim(checkpoint, self.adapter.dim, "being loaded")
 
     def forward(self, cause: torch.Tensor, link_type: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.adapter(cause, link_type).effect, dim=-1)

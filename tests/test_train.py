@@ -124,6 +124,21 @@ def test_contrastive_losses_start_at_temperature_0_07(small_datamodule):
     assert terms["retrieval"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_temperature_never_falls_below_its_floor(small_datamodule):
+    """A log scale pushed past ln(1/min_temperature) is clamped: the loss is computed at T = min_temperature."""
+    module = CausalAdapterModule(CausalAdapter(), min_temperature=0.05).eval()
+    module.attach_bank(small_datamodule)
+    with torch.no_grad():
+        module.logit_scale.fill_(math.log(1 / 0.001))
+    batch = next(iter(small_datamodule.train_dataloader()))
+    effect_pred = module.adapter(batch["cause"], batch["link_type"]).effect
+    rows = module.train_bank_row[batch["effect_id"]]
+    expected = F.cross_entropy(effect_pred @ module.train_bank.T / 0.05, rows)
+    assert module.loss_terms(batch)["retrieval"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(UserError, match="model.min_temperature must be in"):
+        CausalAdapterModule(CausalAdapter(), temperature=0.07, min_temperature=0.1)
+
+
 class StepLosses(L.Callback):
     def __init__(self):
         self.losses: dict[int, float] = {}
