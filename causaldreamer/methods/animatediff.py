@@ -77,7 +77,7 @@ def build_animatediff(
             motion_adapter,
             "method.motion_adapter",
             "AnimateDiff motion adapter",
-            torch_dtype=dtype,
+            dtype=dtype,
         )
         pipe = load_pretrained(
             AnimateDiffPipeline,
@@ -85,7 +85,7 @@ def build_animatediff(
             "method.model",
             "SD 1.5 pipeline",
             motion_adapter=adapter,
-            torch_dtype=dtype,
+            dtype=dtype,
         )
     return AnimateDiffBaseline(
         pipe=ready(pipe, scheduler, device_, **ANIMATEDIFF_DDIM),

@@ -95,7 +95,7 @@ def build_controlnet(
         )
     else:
         control = load_pretrained(
-            ControlNetModel, controlnet, "method.controlnet", "ControlNet", torch_dtype=dtype
+            ControlNetModel, controlnet, "method.controlnet", "ControlNet", dtype=dtype
         )
         pipe = load_pretrained(
             StableDiffusionControlNetPipeline,
@@ -103,7 +103,7 @@ def build_controlnet(
             "method.model",
             "SD 1.5 pipeline",
             controlnet=control,
-            torch_dtype=dtype,
+            dtype=dtype,
             **NO_SAFETY_CHECKER,
         )
     return ControlNetBaseline(

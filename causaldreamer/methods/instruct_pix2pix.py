@@ -89,7 +89,7 @@ def build_instruct_pix2pix(
             first_frame_model,
             "method.first_frame_model",
             "SD 1.5 pipeline",
-            torch_dtype=dtype,
+            dtype=dtype,
             **NO_SAFETY_CHECKER,
         )
         edit = load_pretrained(
@@ -97,7 +97,7 @@ def build_instruct_pix2pix(
             model,
             "method.model",
             "InstructPix2Pix pipeline",
-            torch_dtype=dtype,
+            dtype=dtype,
             **NO_SAFETY_CHECKER,
         )
     return InstructPix2PixBaseline(

@@ -65,7 +65,7 @@ def build_sd15(
             model,
             "method.model",
             "SD 1.5 pipeline",
-            torch_dtype=dtype,
+            dtype=dtype,
             **NO_SAFETY_CHECKER,
         )
     return TextToImageBaseline(
@@ -103,7 +103,7 @@ def build_sdxl(
             model,
             "method.model",
             "SDXL pipeline",
-            torch_dtype=dtype,
+            dtype=dtype,
             add_watermarker=False,
         )
     return TextToImageBaseline(
