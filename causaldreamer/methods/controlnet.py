@@ -94,9 +94,7 @@ def build_controlnet(
             **parts, controlnet=tiny_controlnet(parts["unet"]), feature_extractor=None, **NO_SAFETY_CHECKER
         )
     else:
-        control = load_pretrained(
-            ControlNetModel, controlnet, "method.controlnet", "ControlNet", dtype=dtype
-        )
+        control = load_pretrained(ControlNetModel, controlnet, "method.controlnet", "ControlNet", dtype=dtype)
         pipe = load_pretrained(
             StableDiffusionControlNetPipeline,
             model,

@@ -18,6 +18,7 @@ from causaldreamer.methods.diffusion_baseline import (
     model_ids_for,
 )
 from causaldreamer.methods.loading import load_pretrained, ready, runtime
+from causaldreamer.methods.text_to_image import sd15_pipeline
 from causaldreamer.methods.tiny import tiny_sd15_components
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
@@ -78,20 +79,12 @@ def build_instruct_pix2pix(
     """InstructPix2Pix from ``model`` and the first frame's SD 1.5 from ``first_frame_model``, or tiny."""
     check_settings(template, scheduler)
     device_, dtype = runtime(device, tiny)
+    first = sd15_pipeline(first_frame_model, "method.first_frame_model", tiny, dtype)
     if tiny:
-        first = StableDiffusionPipeline(**tiny_sd15_components(), feature_extractor=None, **NO_SAFETY_CHECKER)
         edit = StableDiffusionInstructPix2PixPipeline(
             **tiny_sd15_components(unet_in_channels=8), feature_extractor=None, **NO_SAFETY_CHECKER
         )
     else:
-        first = load_pretrained(
-            StableDiffusionPipeline,
-            first_frame_model,
-            "method.first_frame_model",
-            "SD 1.5 pipeline",
-            dtype=dtype,
-            **NO_SAFETY_CHECKER,
-        )
         edit = load_pretrained(
             StableDiffusionInstructPix2PixPipeline,
             model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from PIL import Image
 
@@ -42,6 +43,16 @@ class TextToImageBaseline(DiffusionBaseline):
         return super().record() | {"shared_seed": self.shared_seed}
 
 
+def sd15_pipeline(model: str, setting: str, tiny: bool, dtype: torch.dtype) -> StableDiffusionPipeline:
+    """SD 1.5 text-to-image without the NSFW checker, from ``model`` (hub id or local folder; ``setting``
+    names the config key in errors), or tiny random weights."""
+    if tiny:
+        return StableDiffusionPipeline(**tiny_sd15_components(), feature_extractor=None, **NO_SAFETY_CHECKER)
+    return load_pretrained(
+        StableDiffusionPipeline, model, setting, "SD 1.5 pipeline", dtype=dtype, **NO_SAFETY_CHECKER
+    )
+
+
 def build_sd15(
     model: str = SD15_MODEL,
     shared_seed: bool = False,
@@ -57,19 +68,8 @@ def build_sd15(
     """SD 1.5 from ``model`` (hub id or local folder), or tiny random weights with ``tiny``."""
     check_settings(template, scheduler)
     device_, dtype = runtime(device, tiny)
-    if tiny:
-        pipe = StableDiffusionPipeline(**tiny_sd15_components(), feature_extractor=None, **NO_SAFETY_CHECKER)
-    else:
-        pipe = load_pretrained(
-            StableDiffusionPipeline,
-            model,
-            "method.model",
-            "SD 1.5 pipeline",
-            dtype=dtype,
-            **NO_SAFETY_CHECKER,
-        )
     return TextToImageBaseline(
-        pipe=ready(pipe, scheduler, device_),
+        pipe=ready(sd15_pipeline(model, "method.model", tiny, dtype), scheduler, device_),
         shared_seed=shared_seed,
         name="sd15_shared_seed" if shared_seed else "sd15",
         model_ids=model_ids_for(tiny, pipeline=model),
