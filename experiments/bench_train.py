@@ -20,6 +20,7 @@ from statistics import median
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from causaldreamer import losses
 from causaldreamer.adapter import CausalAdapter
@@ -187,6 +188,23 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
     return parts
 
 
+def arithmetic_floor(datamodule) -> tuple[float, float]:
+    """(MFLOP of one default training step, counted by torch's FLOP counter; GFLOP/s of this CPU on the
+    adapter's largest matmul at this batch size). Their ratio is the step time with zero overhead."""
+    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
+    module.attach_bank(datamodule)
+    batch = next(iter(datamodule.train_dataloader()))
+    with FlopCounterMode(display=False) as counter:
+        terms = module.loss_terms(batch)
+        sum(module.weights[name] * value for name, value in terms.items()).backward()
+    rows, hidden = len(batch["cause"]), module.adapter.context[1]
+    x, w = torch.randn(rows, hidden.in_features), hidden.weight.detach().T.contiguous()
+    reps = 2000
+    ms = ms_per_call(lambda _: x @ w, [None] * reps, warmup=100)
+    gflops = 2 * rows * hidden.in_features * hidden.out_features / (ms * 1e-3) / 1e9
+    return counter.get_total_flops() / 1e6, gflops
+
+
 def time_paper(datamodule, steps: int) -> tuple[float, int]:
     """Seconds per epoch of the re-encoding loop, from ``steps`` timed steps; and the epoch's step count."""
     dataset = TextRows(datamodule)
@@ -219,6 +237,7 @@ def main() -> None:
     ours = time_ours(datamodule, args.epochs)
     floor = median(time_loop_floor(datamodule, args.epochs))
     parts = time_step_parts(datamodule, args.compile)
+    mflop, gflops = arithmetic_floor(datamodule)
     paper, steps = time_paper(datamodule, args.paper_steps)
     ours_epoch = median(ours)
     print(f"threads={args.threads} batch_size={args.batch_size} steps_per_epoch={steps}")
@@ -232,6 +251,12 @@ def main() -> None:
         f"{1e3 * floor / steps:.2f} ms/step, {200 * floor:.0f} s for 200 epochs"
     )
     print(f"default schedule (200 epochs) at our rate: {200 * ours_epoch:.0f} s of training")
+    floor_ms = mflop / gflops
+    print(
+        f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s (this CPU, "
+        f"the adapter's largest matmul at this batch size): {floor_ms:.2f} ms/step, "
+        f"{floor_ms * steps * 200 / 1e3:.0f} s for 200 epochs with no overhead at all"
+    )
     print("a step's parts, plain PyTorch loops over the same batches (no Lightning):")
     for name, ms in parts.items():
         print(f"  {name}: {ms:.2f} ms/step")

@@ -23,6 +23,7 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     ratio = float(re.search(r"speed-up: ([\d.]+)x", out).group(1))
     assert ours > 0 and paper > 0 and abs(ratio - paper / ours) < 0.1 * ratio + 0.1
     assert re.search(r"Lightning's loop alone .*: [\d.]+ s/epoch, [\d.]+ ms/step", out)
+    assert re.search(r"arithmetic of one step: \d+ MFLOP .* [\d.]+ ms/step, \d+ s for 200 epochs", out)
     parts = dict(re.findall(r"\n  (.+): ([\d.]+) ms/step", out))
     assert set(parts) == {
         "adapter forward + backward",

@@ -10,6 +10,7 @@ after a resume there may differ.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from conftest import cli_environment
@@ -39,14 +41,22 @@ class Runs:
 
 
 def kill_after_first_checkpoint(command: Command, run_dir: Path, stderr: Path) -> None:
-    """Start the run and SIGKILL it, with its whole process group (W&B's service too), as soon as its
-    first last.ckpt lands: the end of epoch 1, so the kill falls in epoch 2."""
+    """Start the run and SIGKILL it, with every process it started (W&B's service too), as soon as its
+    first last.ckpt lands: the end of epoch 1, so the kill falls in epoch 2.
+
+    W&B's service may run in a session of its own, out of reach of a process-group kill; left alive, it
+    would still hold the run's id when the resumed run asks for it ("run ID ... is in use")."""
     process = command.start(stderr)
     last = run_dir / "checkpoints" / "last.ckpt"
     try:
         wait_until(last.exists, process, f"{last} appeared")
     finally:
+        started = psutil.Process(process.pid).children(recursive=True)
         os.killpg(process.pid, signal.SIGKILL)
+        for child in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(started, timeout=30)
         process.wait()
     assert process.returncode == -signal.SIGKILL
 
