@@ -61,9 +61,15 @@ def minilm():
 
 
 def cli_environment(data_dir: Path, cache_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for entry points run as subprocesses: real data, the session cache, offline W&B."""
+    """Environment for entry points run as subprocesses: real data, the session cache, offline W&B.
+
+    Without WANDB_SERVICE: a test that used W&B in-process leaves its service's address there, and every
+    child would log through that one service (a killed run's id then stays "in use" for its resume)
+    instead of starting its own, as a command typed in a shell does.
+    """
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return dict(
-        os.environ,
+        inherited,
         CAUSALDREAMER_DATA_DIR=str(data_dir),
         CAUSALDREAMER_CACHE_DIR=str(cache_dir),
         WANDB_MODE="offline",
