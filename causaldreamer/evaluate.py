@@ -27,7 +27,7 @@ from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.data.files import load_counterfactual
 from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
 from causaldreamer.errors import UserError, exit_on_user_error
-from causaldreamer.evaluation.sequences import check_reusable, read_sequence
+from causaldreamer.evaluation.sequences import check_reusable, score_sequences
 from causaldreamer.evaluation.tables import (
     METRIC_HEADERS,
     SUMMARY_FILE,
@@ -37,8 +37,7 @@ from causaldreamer.evaluation.tables import (
     write_markdown,
 )
 from causaldreamer.evaluation.wandb_log import log_evaluation
-from causaldreamer.metrics.features import ClipFeatures, DinoFeatures, sequence_features
-from causaldreamer.metrics.sequence import sequence_metrics
+from causaldreamer.metrics.features import ClipFeatures, DinoFeatures
 from causaldreamer.sweeps.records import write_run_metrics
 
 log = logging.getLogger(__name__)
@@ -89,23 +88,6 @@ def feature_extractors(settings: DictConfig) -> tuple[DinoFeatures, ClipFeatures
     return dino.to(device), clip.to(device)
 
 
-def score_sequences(
-    folders: list[Path], dino: DinoFeatures, clip: ClipFeatures
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One row of the six metrics per sequence (each frame against the effect its record says it shows),
-    and their means over all sequences."""
-    metrics, rows = sequence_metrics(), []
-    for scenario, folder in enumerate(tqdm(folders, desc="scoring", unit="seq")):
-        frames, record = read_sequence(folder)
-        effects = [frame["effect"] for frame in record["frames"]]
-        values = metrics(**sequence_features(frames, record["cause"], effects, dino, clip))
-        row = {"scenario": scenario, "cause": record["cause"], "folder": folder.name}
-        row |= {name: float(values[name]) for name in METRIC_HEADERS}
-        rows.append(row | {"effects": json.dumps(effects)})
-    means = metrics.compute()
-    return pd.DataFrame(rows), {name: float(means[name]) for name in METRIC_HEADERS}
-
-
 def sweep_metrics(summary: dict) -> dict[str, float]:
     """The summary under the names sweep summaries read (``gen/...``, ``coverage/...``); plain coverage
     is the one of the retrieval mode the frames used."""
@@ -130,14 +112,19 @@ def reused_sequences(method, folders: list[Path], causes: list[str], seed: int) 
     return done
 
 
-def summary_row(method, label: str | None, scenarios: pd.DataFrame, means: dict[str, float]) -> dict:
+def summary_row(
+    method, label: str | None, scenarios: pd.DataFrame, means: dict[str, float], cache_dir: str
+) -> dict:
     """The run's line of the results table: the metric means, and CausalDreamer's coverage beside them."""
     from causaldreamer.methods.causaldreamer import CausalDreamerMethod  # imports diffusers: not at start-up
 
     row = {"method": method.name, "label": label or method_label(method.name), "scenarios": len(scenarios)}
     row |= means
     if isinstance(method, CausalDreamerMethod):  # retrieval: the mode its frames' effects came from
-        row |= {"retrieval": method.generator.retrieval, **method.counterfactual_coverage(scenarios)}
+        row |= {
+            "retrieval": method.generator.retrieval,
+            **method.counterfactual_coverage(scenarios, cache_dir),
+        }
     return row | {"models": json.dumps(method.model_ids)}
 
 
@@ -161,7 +148,7 @@ def evaluate(cfg: DictConfig) -> pd.DataFrame:
     log.info("generated %d sequence(s) into %s", len(todo), output_dir)
 
     sequences, means = score_sequences(folders, dino, clip)
-    summary = summary_row(method, cfg.label, scenarios, means)
+    summary = summary_row(method, cfg.label, scenarios, means, cfg.paths.cache_dir)
     table = pd.DataFrame([summary])
     write_csv(sequences, output_dir / "sequences.csv")
     write_csv(table, output_dir / SUMMARY_FILE)

@@ -237,7 +237,7 @@ def test_unknown_group_options_are_refused_before_hydra_starts():
         check_group_choices(["method=sd15,nope"])
 
 
-def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir, scenarios):
+def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir, scenarios, tmp_path):
     from causaldreamer.methods.causaldreamer import build_causaldreamer
 
     method = build_causaldreamer(
@@ -260,7 +260,7 @@ def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir
     encoded = []
     encode = method.generator.encoder.encode
     method.generator.encoder.encode = lambda texts: encoded.extend(texts) or encode(texts)
-    coverage = method.counterfactual_coverage(scenarios.head(3))
+    coverage = method.counterfactual_coverage(scenarios.head(3), tmp_path / "cache")
     assert sorted(encoded) == sorted(set(scenarios.head(3).iloc[:, :9].stack()))  # each text once, 3 runs
     assert set(coverage) == {"coverage_threshold"} | {
         f"coverage_{run}_{stat}" for run in ("topk", "path", "zero_shot") for stat in ("mean", "share")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,19 @@ class EmbeddingCache:
         states, mask, span_ids = self.encoder.token_states([c[0] for c in composed], [c[1] for c in composed])
         span_ids = span_ids.masked_fill(~mask, PAD_SPAN).to(torch.int8)
         return {"states": states.to(torch.float16), "span_ids": span_ids}
+
+
+class CachedSentences:
+    """What ``counterfactual_coverage`` needs of an encoder, served from the embedding cache: the
+    benchmark's texts are encoded once, for every retrieval mode, run, sweep and evaluation after it."""
+
+    def __init__(self, encoder: TextEncoder, cache_dir: str | Path):
+        self.cache = EmbeddingCache(cache_dir, encoder)
+        self.dim = encoder.dim
+        self.batch_size = sys.maxsize  # one call: the cache batches the encoder itself
+
+    def encode(self, texts: list[str]):
+        return self.cache.sentences(list(texts))
 
 
 def _concat(*parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,16 +7,19 @@ which effect every frame shows, and the metrics pair each frame with that effect
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
+from causaldreamer.data.embedding_cache import CachedSentences
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
-from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, EncodedOnce, counterfactual_coverage
+from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
@@ -65,16 +68,17 @@ class CausalDreamerMethod(SequenceMethod):
             "effect_bank_sha256": g.folder.bank_sha256,
         }
 
-    def counterfactual_coverage(self, scenarios: pd.DataFrame) -> dict[str, float]:
+    def counterfactual_coverage(self, scenarios: pd.DataFrame, cache_dir: str | Path) -> dict[str, float]:
         """Text side (DESIGN 7) on ``scenarios``: the adapter's top_k effects in both retrieval modes,
-        beside zero-shot retrieval (e_hat = c, where both modes pick the same effects)."""
+        beside zero-shot retrieval (e_hat = c, where both modes pick the same effects). The texts are
+        encoded through the embedding cache in ``cache_dir``, once for all three."""
         g = self.generator
         runs = (
             ("topk", g.folder.adapter, "topk"),
             ("path", g.folder.adapter, "path"),
             ("zero_shot", None, "topk"),
         )
-        result, encoder = {"coverage_threshold": DEFAULT_THRESHOLD}, EncodedOnce(g.encoder)
+        result, encoder = {"coverage_threshold": DEFAULT_THRESHOLD}, CachedSentences(g.encoder, cache_dir)
         for name, adapter, mode in runs:
             coverage = counterfactual_coverage(
                 adapter, encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD

@@ -66,21 +66,6 @@ def _effect_columns(scenarios: pd.DataFrame) -> list[str]:
     return sorted(columns, key=lambda c: int(c[len("effect") :]))
 
 
-class EncodedOnce:
-    """An encoder's view that encodes each text once, however many coverage runs ask for it (several
-    retrieval modes, the zero-shot baseline, over the same scenarios)."""
-
-    def __init__(self, encoder: TextEncoder):
-        self.encoder, self.dim, self.batch_size = encoder, encoder.dim, encoder.batch_size
-        self.embeddings: dict[str, Tensor] = {}
-
-    def encode(self, texts: list[str]) -> Tensor:
-        new = [text for text in dict.fromkeys(texts) if text not in self.embeddings]
-        if new:
-            self.embeddings.update(zip(new, self.encoder.encode(new), strict=True))
-        return torch.stack([self.embeddings[text] for text in texts])
-
-
 def _encode(encoder: TextEncoder, texts: Sequence[str]) -> Tensor:
     """[N,d] embeddings of texts, each unique text encoded once."""
     unique = list(dict.fromkeys(texts))

@@ -19,7 +19,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from causaldreamer.data.embedding_cache import EmbeddingCache
+from causaldreamer.data.embedding_cache import CachedSentences
 from causaldreamer.diffusion.adapter_folder import AdapterFolder, load_adapter_folder
 from causaldreamer.diffusion.settings import RETRIEVAL_MODES, check_settings
 from causaldreamer.encoders import TextEncoder
@@ -29,19 +29,6 @@ from causaldreamer.metrics.coverage import counterfactual_coverage
 log = logging.getLogger(__name__)
 
 FEATURES = ("pretrained", "tiny")
-
-
-class CachedSentences:
-    """What ``counterfactual_coverage`` needs of an encoder, served from the embedding cache: the
-    benchmark's texts are encoded once for all runs of all sweeps, not once per run."""
-
-    def __init__(self, encoder: TextEncoder, cache_dir: str | Path):
-        self.cache = EmbeddingCache(cache_dir, encoder)
-        self.dim = encoder.dim
-        self.batch_size = sys.maxsize  # one call: the cache batches the encoder itself
-
-    def encode(self, texts: list[str]):
-        return self.cache.sentences(list(texts))
 
 
 class RunScorer:
@@ -161,7 +148,7 @@ class RunScorer:
     ) -> dict[str, float]:
         """Generate the first num_scenarios sequences into ``output_dir`` and score them."""
         from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
-        from causaldreamer.evaluate import score_sequences
+        from causaldreamer.evaluation.sequences import score_sequences
         from causaldreamer.metrics.features import ClipFeatures, DinoFeatures
 
         gen = self.scoring.generation
@@ -180,9 +167,7 @@ class RunScorer:
             folders.append(
                 write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, sequence.record)
             )
-        _, means = score_sequences(
-            folders, dino, clip
-        )  # the same scoring as python -m causaldreamer.evaluate
+        _, means = score_sequences(folders, dino, clip)  # the same scoring as causaldreamer.evaluate
         return {f"gen/{name}": value for name, value in means.items()}
 
 
