@@ -10,6 +10,7 @@ endif
 export WANDB_MODE ?= offline
 # Test workers (pytest-xdist): each test runs on one thread, so one worker per core.
 TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help install train test test-reliability lint format bench study clean
 
@@ -29,10 +30,10 @@ train: install  ## train the causal adapter on CausalLite10K with the default co
 	$(PY) -m causaldreamer.train $(ARGS)
 
 test: install  ## run the test suite (TEST_WORKERS=2 parallel workers)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-reliability: install  ## kills and resumes, damaged files, bad input, parallel jobs (pytest -m reliability)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m reliability $(ARGS)
+	$(PYTEST) -m reliability $(ARGS)
 
 lint: install  ## ruff lint and format check
 	$(VENV)/bin/ruff check causaldreamer tests experiments

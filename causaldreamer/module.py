@@ -76,6 +76,14 @@ class CausalAdapterModule(L.LightningModule):
                 "train with the encoder the adapter was built for"
             )
 
+    def contrastive_scale(self, log_scale: torch.Tensor) -> torch.Tensor:
+        """1 / temperature from its learnable log, the temperature kept at or above min_temperature."""
+        return log_scale.clamp(max=self.max_logit_scale).exp()
+
+    def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of ``loss_terms``."""
+        return sum(self.weights[name] * value for name, value in terms.items())
+
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The DESIGN 6.1 losses of one batch, by name; a loss of weight 0 is not computed."""
         out = self.adapter(batch["cause"], batch["link_type"])
@@ -87,7 +95,7 @@ class CausalAdapterModule(L.LightningModule):
                 out.effect, batch["effect"], batch["effect_id"], self.hparams.margin
             )
         if w["retrieval"]:
-            scale = self.logit_scale.clamp(max=self.max_logit_scale).exp()
+            scale = self.contrastive_scale(self.logit_scale)
             if self.hparams.negatives == "bank":
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
@@ -105,19 +113,19 @@ class CausalAdapterModule(L.LightningModule):
                 batch["effect"],
                 batch["effect_id"],
                 self.hparams.lam,
-                self.gate_logit_scale.clamp(max=self.max_logit_scale).exp(),
+                self.contrastive_scale(self.gate_logit_scale),
             )
         return terms
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.loss_terms(batch)
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = self.total_loss(terms)
         # Logging every step costs more than the step itself at this size: log only the steps Lightning
         # writes out (global_step + 1 a multiple of log_every_n_steps), so each value carries its own step.
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             values = {f"train/{name}": value.detach() for name, value in terms.items()}
             values["train/loss"] = total.detach()
-            values["train/temperature"] = 1 / self.logit_scale.detach().clamp(max=self.max_logit_scale).exp()
+            values["train/temperature"] = 1 / self.contrastive_scale(self.logit_scale.detach())
             self.log_dict(values, on_step=True, on_epoch=False)
         return total
 

@@ -141,10 +141,16 @@ def ms_per_call(run, batches: list[dict], warmup: int = 20) -> float:
     return median(passes)
 
 
-def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
-    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning)."""
+def module_with_bank(datamodule) -> CausalAdapterModule:
+    """A fresh default module with the effect bank attached, for the loops outside Lightning."""
     module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
     module.attach_bank(datamodule)
+    return module
+
+
+def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
+    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning)."""
+    module = module_with_bank(datamodule)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, fused=True)
     loader = datamodule.train_dataloader()
@@ -158,14 +164,18 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
         effect_pred = batch["cause"].clone().requires_grad_()
         rows = module.train_bank_row[batch["effect_id"]]
         losses.retrieval_loss(
-            effect_pred, batch["effect"], rows, module.logit_scale, module.train_bank
+            effect_pred,
+            batch["effect"],
+            rows,
+            module.contrastive_scale(module.logit_scale),
+            module.train_bank,
         ).backward()
 
     def full_step(loss_terms):
         def step(batch):
             terms = loss_terms(batch)
             optimizer.zero_grad()
-            sum(module.weights[name] * value for name, value in terms.items()).backward()
+            module.total_loss(terms).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
 
@@ -191,12 +201,10 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
 def arithmetic_floor(datamodule) -> tuple[float, float]:
     """(MFLOP of one default training step, counted by torch's FLOP counter; GFLOP/s of this CPU on the
     adapter's largest matmul at this batch size). Their ratio is the step time with zero overhead."""
-    module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
-    module.attach_bank(datamodule)
+    module = module_with_bank(datamodule)
     batch = next(iter(datamodule.train_dataloader()))
     with FlopCounterMode(display=False) as counter:
-        terms = module.loss_terms(batch)
-        sum(module.weights[name] * value for name, value in terms.items()).backward()
+        module.total_loss(module.loss_terms(batch)).backward()
     rows, hidden = len(batch["cause"]), module.adapter.context[1]
     x, w = torch.randn(rows, hidden.in_features), hidden.weight.detach().T.contiguous()
     reps = 2000
