@@ -93,13 +93,13 @@ def sweep_metrics(summary: dict) -> dict[str, float]:
     is the one of the retrieval mode the frames used."""
     metrics = {f"gen/{name}": summary[name] for name in METRIC_HEADERS}
     for run in ("topk", "path", "zero_shot"):
-        if f"coverage_{run}_mean" in summary:
-            for stat in ("mean", "share"):
+        for stat in ("mean", "share", "gain", "gain_se"):
+            if f"coverage_{run}_{stat}" in summary:
                 metrics[f"coverage/{run}/{stat}"] = summary[f"coverage_{run}_{stat}"]
     retrieval = summary.get("retrieval")
     if retrieval is not None and f"coverage_{retrieval}_mean" in summary:
-        metrics["coverage/mean"] = summary[f"coverage_{retrieval}_mean"]
-        metrics["coverage/share"] = summary[f"coverage_{retrieval}_share"]
+        for stat in ("mean", "share", "gain", "gain_se"):
+            metrics[f"coverage/{stat}"] = summary[f"coverage_{retrieval}_{stat}"]
     return metrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO, run_python
+from conftest import REPO, run_python, write_adapter_folder
 
 
 def run_benchmark(script: str, args: list[str], env: dict[str, str]) -> str:
@@ -46,3 +46,16 @@ def test_bench_attention_and_batched_frames_print_their_comparisons(cli_env):
     )
     out = run_benchmark("bench_batched_frames.py", ["--frames", "2", "--steps", "2", "--reps", "1"], cli_env)
     assert re.search(r"2 frames: batched [\d.]+ s, sequential [\d.]+ s, sequential / batched = [\d.]+x", out)
+
+
+def test_coverage_gap_prints_the_gain_geometry_and_val_bins(cli_env, tmp_path, minilm, data_dir):
+    adapter_dir = write_adapter_folder(tmp_path / "adapter", minilm, data_dir, bank_size=200)
+    out = run_benchmark("coverage_gap.py", [str(adapter_dir)], cli_env)
+    zero_shot = float(re.search(r"zero-shot: coverage ([\d.]+)", out).group(1))
+    for mode in ("path", "topk"):
+        line = re.search(rf"adapter, {mode}: coverage ([\d.]+), .* gain ([+-][\d.]+) ± ([\d.]+) \(SE\)", out)
+        coverage, gain, se = map(float, line.groups())
+        assert abs(gain - (coverage - zero_shot)) <= 2e-4 and se > 0
+    assert re.search(r"\|D\| [\d.]+, cos\(c, e_hat\) -?[\d.]+; cosine to the reference centroid", out)
+    bins = re.findall(r"\n\[([\d.]+), ([\d.]+)\) \| (\d+) \| [+-][\d.]+ ± [\d.]+", out)
+    assert sum(int(rows) for *_, rows in bins) <= 1001 and len(bins) >= 3

@@ -13,7 +13,12 @@ from causaldreamer.bank import EffectBank
 from causaldreamer.data.embedding_cache import EmbeddingCache
 from causaldreamer.encoders import MiniLMEncoder
 from causaldreamer.errors import UserError
-from causaldreamer.metrics.coverage import CounterfactualCoverage, best_cosines, counterfactual_coverage
+from causaldreamer.metrics.coverage import (
+    CounterfactualCoverage,
+    best_cosines,
+    counterfactual_coverage,
+    coverage_gain,
+)
 
 E1, E2, E3 = torch.eye(3)
 DIAGONAL = (E1 + E2) / math.sqrt(2)  # cosine 1/sqrt(2) with E1 and with E2
@@ -86,6 +91,31 @@ def full_bank(encoder, data_dir, cache_dir) -> EffectBank:
     return EffectBank(effects, EmbeddingCache(cache_dir, encoder).sentences(effects), encoder.identity)
 
 
+def _per_cause(means: list[float], references: list[int]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"cause": [f"c{i}" for i in range(len(means))], "references": references, "mean": means}
+    )
+
+
+def test_gain_is_the_paired_difference_with_its_standard_error_over_causes():
+    adapter, zero_shot = _per_cause([0.6, 0.5, 0.4], [8] * 3), _per_cause([0.5, 0.5, 0.2], [8] * 3)
+    gain = coverage_gain(adapter, zero_shot)
+    # differences 0.1, 0, 0.2: mean 0.1, sample std 0.1, so SE 0.1 / sqrt(3)
+    assert gain["gain"] == pytest.approx(0.1)
+    assert gain["gain_se"] == pytest.approx(0.1 / math.sqrt(3))
+    assert (gain["wins"], gain["losses"]) == (2, 0)
+
+
+def test_gain_weighs_causes_by_their_references_like_the_pair_mean():
+    adapter, zero_shot = _per_cause([1.0, 0.0], [1, 3]), _per_cause([0.0, 0.0], [1, 3])
+    gain = coverage_gain(adapter, zero_shot)
+    assert gain["gain"] == pytest.approx(0.25)  # pair means 1/4 and 0
+    # sqrt(2/1 * (1^2 * 0.75^2 + 3^2 * 0.25^2)) / 4
+    assert gain["gain_se"] == pytest.approx(math.sqrt(2 * (0.75**2 + 9 * 0.25**2)) / 4)
+    with pytest.raises(ValueError, match="same scenarios"):
+        coverage_gain(adapter, zero_shot.iloc[::-1])
+
+
 @pytest.fixture(scope="module")
 def zero_shot(encoder, full_bank, scenarios) -> dict:
     return counterfactual_coverage(None, encoder, full_bank, scenarios)
@@ -97,6 +127,7 @@ def test_zero_shot_coverage_matches_the_measured_baseline(zero_shot, scenarios):
     assert zero_shot["share"] == pytest.approx(0.141, abs=5e-4)
     per_cause = zero_shot["per_cause"]
     assert per_cause["cause"].tolist() == scenarios["cause"].tolist()
+    assert (per_cause["references"] == 8).all()
     assert all(len(set(texts)) == 8 for texts in per_cause["retrieved"])
     # every scenario has 8 references, so the pair mean is also the mean of per-cause means
     assert per_cause["mean"].mean() == pytest.approx(zero_shot["mean"], abs=1e-5)

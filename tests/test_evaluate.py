@@ -101,6 +101,9 @@ def test_causaldreamer_over_ten_scenarios(tiny_run, scenarios, adapter_dir, mini
     assert row["coverage_zero_shot_share"] == pytest.approx(zero_shot["share"], abs=1e-6)
     for mode in ("topk", "path"):
         assert -1 <= row[f"coverage_{mode}_mean"] <= 1 and 0 <= row[f"coverage_{mode}_share"] <= 1
+        gain = row[f"coverage_{mode}_gain"]
+        assert gain == pytest.approx(row[f"coverage_{mode}_mean"] - row["coverage_zero_shot_mean"], abs=1e-5)
+        assert f"| {gain:+.4f} ± {row[f'coverage_{mode}_gain_se']:.4f} |" in result.stdout
 
     assert PAPER_HEADER in result.stdout and "| CausalDreamer | " in result.stdout
     assert "| CausalDreamer | zero-shot |" in result.stdout
@@ -262,9 +265,15 @@ def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir
     method.generator.encoder.encode = lambda texts: encoded.extend(texts) or encode(texts)
     coverage = method.counterfactual_coverage(scenarios.head(3), tmp_path / "cache")
     assert sorted(encoded) == sorted(set(scenarios.head(3).iloc[:, :9].stack()))  # each text once, 3 runs
-    assert set(coverage) == {"coverage_threshold"} | {
-        f"coverage_{run}_{stat}" for run in ("topk", "path", "zero_shot") for stat in ("mean", "share")
-    }
+    assert set(coverage) == (
+        {"coverage_threshold"}
+        | {f"coverage_{run}_{stat}" for run in ("topk", "path", "zero_shot") for stat in ("mean", "share")}
+        | {f"coverage_{run}_{stat}" for run in ("topk", "path") for stat in ("gain", "gain_se")}
+    )
+    for run in ("topk", "path"):  # 3 scenarios of 8 references each: the gain is the difference of means
+        gain = coverage[f"coverage_{run}_mean"] - coverage["coverage_zero_shot_mean"]
+        assert coverage[f"coverage_{run}_gain"] == pytest.approx(gain, abs=1e-6)
+        assert coverage[f"coverage_{run}_gain_se"] >= 0
 
 
 def test_the_adapter_is_checked_before_any_model_loads():

@@ -120,6 +120,8 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path
         metrics = record["metrics"]
         for name in ("val/recall@5", "test/recall@5", "coverage/mean", "coverage/zero_shot/share", "gen/sds"):
             assert math.isfinite(metrics[name]), name
+        gain = metrics["coverage/mean"] - metrics["coverage/zero_shot/mean"]  # equal reference counts
+        assert metrics["coverage/gain"] == pytest.approx(gain, abs=1e-5) and metrics["coverage/gain_se"] >= 0
         sequence = json.loads(next((job / "sequences").glob("*/record.json")).read_text())
         assert sequence["lambda"] == lam and sequence["top_k"] == 3 and len(sequence["frames"]) == 3
         config = yaml.safe_load((job / "run.yaml").read_text())["config"]

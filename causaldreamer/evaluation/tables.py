@@ -83,6 +83,12 @@ def _percent(value) -> str:
     return "" if pd.isna(value) else f"{100 * value:.1f}%"
 
 
+def _gain(row: pd.Series, prefix: str) -> str:
+    """The coverage run's paired gain over zero-shot as "+0.0123 ± 0.0045" (blank where there is none)."""
+    gain, se = row.get(f"{prefix}_gain"), row.get(f"{prefix}_gain_se")
+    return "" if gain is None or pd.isna(gain) else f"{gain:+.4f} ± {se:.4f}"
+
+
 def results_markdown(summary: pd.DataFrame) -> str:
     """The paper's table (| Method | DINO-TCS↑ | SDS↑ | CLIP↑ | CCS↑ | CPS↑ | + ETC), then the coverage
     table of the rows that have coverage columns."""
@@ -99,7 +105,7 @@ def results_markdown(summary: pd.DataFrame) -> str:
         per_row = ", ".join(f"{row['label']} {int(row['scenarios'])}" for _, row in summary.iterrows())
         lines += ["", f"Means over the scenarios of each row: {per_row}."]
     coverage_rows = [
-        (row["label"], name, row[f"{prefix}_mean"], row[f"{prefix}_share"])
+        (row["label"], name, row[f"{prefix}_mean"], row[f"{prefix}_share"], _gain(row, prefix))
         for _, row in summary.iterrows()
         for prefix, name in COVERAGE_RUNS.items()
         if f"{prefix}_mean" in summary.columns and not pd.isna(row[f"{prefix}_mean"])
@@ -111,12 +117,12 @@ def results_markdown(summary: pd.DataFrame) -> str:
             "Counterfactual coverage (text side, the same scenarios; share: reference effects whose best",
             f"cosine to a retrieved effect is at least {thresholds}):",
             "",
-            "| Method | Retrieval | Coverage↑ | Share↑ |",
-            "|---|---|---|---|",
+            "| Method | Retrieval | Coverage↑ | Share↑ | Gain over zero-shot (± SE) |",
+            "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {label} | {name} | {_number(mean)} | {_percent(share)} |"
-            for label, name, mean, share in coverage_rows
+            f"| {label} | {name} | {_number(mean)} | {_percent(share)} | {gain} |"
+            for label, name, mean, share, gain in coverage_rows
         ]
     return "\n".join(lines)
 

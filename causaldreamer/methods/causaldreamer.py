@@ -19,7 +19,7 @@ from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
-from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage
+from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage, coverage_gain
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
@@ -70,8 +70,9 @@ class CausalDreamerMethod(SequenceMethod):
 
     def counterfactual_coverage(self, scenarios: pd.DataFrame, cache_dir: str | Path) -> dict[str, float]:
         """Text side (DESIGN 7) on ``scenarios``: the adapter's top_k effects in both retrieval modes,
-        beside zero-shot retrieval (e_hat = c, where both modes pick the same effects). The texts are
-        encoded through the embedding cache in ``cache_dir``, once for all three."""
+        beside zero-shot retrieval (e_hat = c, where both modes pick the same effects), and each mode's paired
+        gain over zero-shot with its standard error. The texts are encoded through the embedding cache in
+        ``cache_dir``, once for all three."""
         g = self.generator
         runs = (
             ("topk", g.folder.adapter, "topk"),
@@ -79,11 +80,16 @@ class CausalDreamerMethod(SequenceMethod):
             ("zero_shot", None, "topk"),
         )
         result, encoder = {"coverage_threshold": DEFAULT_THRESHOLD}, CachedSentences(g.encoder, cache_dir)
+        per_cause = {}
         for name, adapter, mode in runs:
             coverage = counterfactual_coverage(
                 adapter, encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD
             )
             result |= {f"coverage_{name}_{stat}": coverage[stat] for stat in ("mean", "share")}
+            per_cause[name] = coverage["per_cause"]
+        for name in ("topk", "path"):
+            gain = coverage_gain(per_cause[name], per_cause["zero_shot"])
+            result |= {f"coverage_{name}_{stat}": gain[stat] for stat in ("gain", "gain_se")}
         return result
 
 

@@ -3,7 +3,8 @@
 For each reference effect of a cause, take its best cosine (encoder space) to any retrieved effect.
 Report the mean over all (cause, reference effect) pairs, and the share of pairs whose best cosine
 reaches a threshold (0.7 by default). The metric works on embeddings; ``counterfactual_coverage`` runs
-retrieval (causaldreamer.retrieval) for the adapter or the zero-shot baseline and feeds it.
+retrieval (causaldreamer.retrieval) for the adapter or the zero-shot baseline and feeds it, and
+``coverage_gain`` says whether the adapter's difference from zero-shot is larger than its noise.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def counterfactual_coverage(
 
     adapter None is the zero-shot baseline e_hat = c. Free-form causes take link type "causal". Both
     modes retrieve top_k distinct effects (path mode walks top_k frames). Returns mean and share over all
-    (cause, reference) pairs, and per_cause: one row per scenario with its mean, share and retrieved texts.
+    (cause, reference) pairs, and per_cause: one row per scenario with its number of references, mean,
+    share and retrieved texts.
     """
     columns = _effect_columns(scenarios)
     if bank.dim != encoder.dim or (adapter is not None and adapter.dim != encoder.dim):
@@ -132,6 +134,7 @@ def counterfactual_coverage(
         rows.append(
             {
                 "cause": cause,
+                "references": len(best),
                 "mean": best.mean().item(),
                 "share": (best >= threshold).float().mean().item(),
                 "retrieved": [bank.texts[j] for j in picked],
@@ -139,3 +142,27 @@ def counterfactual_coverage(
         )
     result = metric.compute()
     return {"mean": result["mean"].item(), "share": result["share"].item(), "per_cause": pd.DataFrame(rows)}
+
+
+def coverage_gain(adapter: pd.DataFrame, zero_shot: pd.DataFrame) -> dict[str, float]:
+    """Adapter minus zero-shot coverage on the same scenarios (two ``per_cause`` tables), paired by cause.
+
+    gain: the difference of the two pair-level means (each cause weighs by its number of references).
+    gain_se: its standard error with causes as the sampled units (a cause's references are not
+    independent draws): sqrt(N/(N-1) * sum_i n_i^2 (d_i - gain)^2) / sum_i n_i, with d_i the difference
+    of cause i's means and n_i its references; with equal n_i it is std(d) / sqrt(N).
+    wins / losses: causes whose own mean rose / fell.
+    """
+    if list(adapter["cause"]) != list(zero_shot["cause"]):
+        raise ValueError("coverage_gain pairs causes: both tables must hold the same scenarios in order")
+    diff = torch.tensor((adapter["mean"] - zero_shot["mean"]).to_numpy(), dtype=torch.float64)
+    weight = torch.tensor(adapter["references"].to_numpy(), dtype=torch.float64)
+    gain = (weight * diff).sum() / weight.sum()
+    n = len(diff)
+    spread = (weight**2 * (diff - gain) ** 2).sum() * n / (n - 1) if n > 1 else torch.tensor(float("nan"))
+    return {
+        "gain": gain.item(),
+        "gain_se": (spread.sqrt() / weight.sum()).item(),
+        "wins": int((diff > 0).sum()),
+        "losses": int((diff < 0).sum()),
+    }

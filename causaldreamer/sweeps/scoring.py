@@ -24,7 +24,7 @@ from causaldreamer.diffusion.adapter_folder import AdapterFolder, load_adapter_f
 from causaldreamer.diffusion.settings import RETRIEVAL_MODES, check_settings
 from causaldreamer.encoders import TextEncoder
 from causaldreamer.errors import UserError
-from causaldreamer.metrics.coverage import counterfactual_coverage
+from causaldreamer.metrics.coverage import counterfactual_coverage, coverage_gain
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class RunScorer:
         self, folder: AdapterFolder, encoder: TextEncoder, scenarios: pd.DataFrame
     ) -> dict[str, float]:
         texts = CachedSentences(encoder, self.cache_dir)
-        metrics = {}
+        metrics, per_cause = {}, {}
         for prefix, adapter in (("coverage", folder.adapter), ("coverage/zero_shot", None)):
             result = counterfactual_coverage(
                 adapter,
@@ -115,7 +115,9 @@ class RunScorer:
                 self.scoring.threshold,
             )
             metrics[f"{prefix}/mean"], metrics[f"{prefix}/share"] = result["mean"], result["share"]
-        return metrics
+            per_cause[prefix] = result["per_cause"]
+        gain = coverage_gain(per_cause["coverage"], per_cause["coverage/zero_shot"])
+        return metrics | {"coverage/gain": gain["gain"], "coverage/gain_se": gain["gain_se"]}
 
     def generator(self, folder: AdapterFolder, encoder: TextEncoder):
         """The sequence generator this run's scoring config describes (the ablation switches included)."""

@@ -36,6 +36,8 @@ REPORT_METRICS = (
     "coverage/share",
     "coverage/zero_shot/mean",
     "coverage/zero_shot/share",
+    "coverage/gain",
+    "coverage/gain_se",
     "gen/dino_tcs",
     "gen/sds",
     "gen/clip",
