@@ -28,33 +28,36 @@ import torch.nn.functional as F
 
 from causaldreamer.adapter import LINK_TYPES
 from causaldreamer.data.embedding_cache import CachedSentences, EmbeddingCache
-from causaldreamer.data.files import load_dataset
+from causaldreamer.data.files import CausalPairs, load_dataset
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.encoders import MiniLMEncoder
-from causaldreamer.metrics.coverage import counterfactual_coverage, coverage_gain
+from causaldreamer.metrics.coverage import coverage_against_zero_shot
 from causaldreamer.retrieval import retrieve_sequence
 
 SIMILARITY_BINS = (0.0, 0.6, 0.7, 0.8, 0.9, 1.01)
 
 
-def test_coverage(folder, texts: CachedSentences, scenarios: pd.DataFrame) -> None:
-    zero_shot = counterfactual_coverage(None, texts, folder.bank, scenarios)
+def report_coverage(folder, texts: CachedSentences, scenarios: pd.DataFrame) -> None:
+    results = coverage_against_zero_shot(folder.adapter, texts, folder.bank, scenarios, ("path", "topk"))
+    zero_shot = results.pop("zero_shot")
     print(f"zero-shot: coverage {zero_shot['mean']:.4f}, share {zero_shot['share']:.1%}")
-    for mode in ("path", "topk"):
-        adapter = counterfactual_coverage(folder.adapter, texts, folder.bank, scenarios, mode=mode)
-        gain = coverage_gain(adapter["per_cause"], zero_shot["per_cause"])
+    for mode, adapter in results.items():
         print(
             f"adapter, {mode}: coverage {adapter['mean']:.4f}, share {adapter['share']:.1%}, "
-            f"gain {gain['gain']:+.4f} ± {gain['gain_se']:.4f} (SE), "
-            f"{gain['wins']} causes won, {gain['losses']} lost"
+            f"gain {adapter['gain']:+.4f} ± {adapter['gain_se']:.4f} (SE), "
+            f"{adapter['wins']} causes won, {adapter['losses']} lost"
         )
 
 
-def test_geometry(adapter, cache: EmbeddingCache, scenarios: pd.DataFrame, trained_on: torch.Tensor) -> None:
+def report_geometry(
+    adapter, cache: EmbeddingCache, scenarios: pd.DataFrame, trained_on: torch.Tensor
+) -> None:
     causes = cache.sentences(scenarios["cause"].tolist())
     print(f"median cosine to the nearest training cause: {(causes @ trained_on.T).amax(-1).median():.3f}")
-    references = [scenarios[f"effect{i}"].tolist() for i in range(1, 9)]
-    centroid = F.normalize(torch.stack([cache.sentences(r) for r in references]).mean(0), dim=-1)
+    references = scenarios.filter(regex=r"^effect\d+$")
+    centroid = F.normalize(
+        torch.stack([cache.sentences(references[c].tolist()) for c in references]).mean(0), dim=-1
+    )
     out = predict(adapter, causes, ["causal"] * len(causes))
     print(
         f"|D| {out.delta.norm(dim=-1).mean():.2f}, cos(c, e_hat) {(causes * out.effect).sum(-1).mean():.3f}; "
@@ -63,15 +66,13 @@ def test_geometry(adapter, cache: EmbeddingCache, scenarios: pd.DataFrame, train
     )
 
 
-def training_causes(cache: EmbeddingCache, data_dir: str) -> torch.Tensor:
+def training_causes(cache: EmbeddingCache, pairs: CausalPairs) -> torch.Tensor:
     """Every cause text the adapter trained on, terse and free-form."""
-    pairs = load_dataset(data_dir)
     train = pairs.rows.iloc[pairs.splits["train"]]
     return cache.sentences(list(dict.fromkeys(train["cause"].tolist() + train["free_cause"].tolist())))
 
 
-def val_by_similarity(folder, cache: EmbeddingCache, data_dir: str, trained_on: torch.Tensor) -> None:
-    pairs = load_dataset(data_dir)
+def val_by_similarity(folder, cache: EmbeddingCache, pairs: CausalPairs, trained_on: torch.Tensor) -> None:
     val = pairs.rows.iloc[pairs.splits["val"]]
     causes, gold = cache.sentences(val["free_cause"].tolist()), cache.sentences(val["effect"].tolist())
     similarity = (causes @ trained_on.T).amax(-1)
@@ -120,10 +121,11 @@ def main() -> None:
     encoder = MiniLMEncoder()
     cache = EmbeddingCache(args.cache_dir, encoder)
     scenarios = pd.read_csv(os.path.join(args.data_dir, "test_counterfactual.csv"))
-    test_coverage(folder, CachedSentences(encoder, args.cache_dir), scenarios)
-    trained_on = training_causes(cache, args.data_dir)
-    test_geometry(folder.adapter, cache, scenarios, trained_on)
-    val_by_similarity(folder, cache, args.data_dir, trained_on)
+    report_coverage(folder, CachedSentences(encoder, args.cache_dir), scenarios)
+    pairs = load_dataset(args.data_dir)
+    trained_on = training_causes(cache, pairs)
+    report_geometry(folder.adapter, cache, scenarios, trained_on)
+    val_by_similarity(folder, cache, pairs, trained_on)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
-from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, counterfactual_coverage, coverage_gain
+from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, coverage_against_zero_shot
 from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
@@ -74,22 +74,19 @@ class CausalDreamerMethod(SequenceMethod):
         gain over zero-shot with its standard error. The texts are encoded through the embedding cache in
         ``cache_dir``, once for all three."""
         g = self.generator
-        runs = (
-            ("topk", g.folder.adapter, "topk"),
-            ("path", g.folder.adapter, "path"),
-            ("zero_shot", None, "topk"),
+        results = coverage_against_zero_shot(
+            g.folder.adapter,
+            CachedSentences(g.encoder, cache_dir),
+            g.bank,
+            scenarios,
+            ("topk", "path"),
+            g.top_k,
+            DEFAULT_THRESHOLD,
         )
-        result, encoder = {"coverage_threshold": DEFAULT_THRESHOLD}, CachedSentences(g.encoder, cache_dir)
-        per_cause = {}
-        for name, adapter, mode in runs:
-            coverage = counterfactual_coverage(
-                adapter, encoder, g.bank, scenarios, g.top_k, mode, DEFAULT_THRESHOLD
-            )
-            result |= {f"coverage_{name}_{stat}": coverage[stat] for stat in ("mean", "share")}
-            per_cause[name] = coverage["per_cause"]
-        for name in ("topk", "path"):
-            gain = coverage_gain(per_cause[name], per_cause["zero_shot"])
-            result |= {f"coverage_{name}_{stat}": gain[stat] for stat in ("gain", "gain_se")}
+        result = {"coverage_threshold": DEFAULT_THRESHOLD}
+        for name, coverage in results.items():
+            stats = ("mean", "share") if name == "zero_shot" else ("mean", "share", "gain", "gain_se")
+            result |= {f"coverage_{name}_{stat}": coverage[stat] for stat in stats}
         return result
 
 

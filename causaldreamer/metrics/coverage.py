@@ -144,6 +144,27 @@ def counterfactual_coverage(
     return {"mean": result["mean"].item(), "share": result["share"].item(), "per_cause": pd.DataFrame(rows)}
 
 
+@torch.no_grad()
+def coverage_against_zero_shot(
+    adapter: CausalAdapter,
+    encoder: TextEncoder,
+    bank: EffectBank,
+    scenarios: pd.DataFrame,
+    modes: Sequence[str],
+    top_k: int = 8,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, dict]:
+    """``counterfactual_coverage`` of the adapter in each retrieval mode (keyed by mode), each with its
+    ``coverage_gain`` over zero-shot merged in, and of zero-shot itself (key "zero_shot"; with e_hat = c
+    both modes retrieve the same effects, so it is computed once)."""
+    zero_shot = counterfactual_coverage(None, encoder, bank, scenarios, top_k, "topk", threshold)
+    results = {}
+    for mode in modes:
+        result = counterfactual_coverage(adapter, encoder, bank, scenarios, top_k, mode, threshold)
+        results[mode] = result | coverage_gain(result["per_cause"], zero_shot["per_cause"])
+    return results | {"zero_shot": zero_shot}
+
+
 def coverage_gain(adapter: pd.DataFrame, zero_shot: pd.DataFrame) -> dict[str, float]:
     """Adapter minus zero-shot coverage on the same scenarios (two ``per_cause`` tables), paired by cause.
 

@@ -24,7 +24,7 @@ from causaldreamer.diffusion.adapter_folder import AdapterFolder, load_adapter_f
 from causaldreamer.diffusion.settings import RETRIEVAL_MODES, check_settings
 from causaldreamer.encoders import TextEncoder
 from causaldreamer.errors import UserError
-from causaldreamer.metrics.coverage import counterfactual_coverage, coverage_gain
+from causaldreamer.metrics.coverage import coverage_against_zero_shot
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +102,25 @@ class RunScorer:
     def coverage(
         self, folder: AdapterFolder, encoder: TextEncoder, scenarios: pd.DataFrame
     ) -> dict[str, float]:
-        texts = CachedSentences(encoder, self.cache_dir)
-        metrics, per_cause = {}, {}
-        for prefix, adapter in (("coverage", folder.adapter), ("coverage/zero_shot", None)):
-            result = counterfactual_coverage(
-                adapter,
-                texts,
-                folder.bank,
-                scenarios,
-                self.scoring.top_k,
-                self.scoring.retrieval,
-                self.scoring.threshold,
-            )
-            metrics[f"{prefix}/mean"], metrics[f"{prefix}/share"] = result["mean"], result["share"]
-            per_cause[prefix] = result["per_cause"]
-        gain = coverage_gain(per_cause["coverage"], per_cause["coverage/zero_shot"])
-        return metrics | {"coverage/gain": gain["gain"], "coverage/gain_se": gain["gain_se"]}
+        mode = self.scoring.retrieval
+        results = coverage_against_zero_shot(
+            folder.adapter,
+            CachedSentences(encoder, self.cache_dir),
+            folder.bank,
+            scenarios,
+            (mode,),
+            self.scoring.top_k,
+            self.scoring.threshold,
+        )
+        adapter, zero_shot = results[mode], results["zero_shot"]
+        return {
+            "coverage/mean": adapter["mean"],
+            "coverage/share": adapter["share"],
+            "coverage/zero_shot/mean": zero_shot["mean"],
+            "coverage/zero_shot/share": zero_shot["share"],
+            "coverage/gain": adapter["gain"],
+            "coverage/gain_se": adapter["gain_se"],
+        }
 
     def generator(self, folder: AdapterFolder, encoder: TextEncoder):
         """The sequence generator this run's scoring config describes (the ablation switches included)."""
