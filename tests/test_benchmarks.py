@@ -59,3 +59,8 @@ def test_coverage_gap_prints_the_gain_geometry_and_val_bins(cli_env, tmp_path, m
     assert re.search(r"\|D\| [\d.]+, cos\(c, e_hat\) -?[\d.]+; cosine to the reference centroid", out)
     bins = re.findall(r"\n\[([\d.]+), ([\d.]+)\) \| (\d+) \| [+-][\d.]+ ± [\d.]+", out)
     assert sum(int(rows) for *_, rows in bins) <= 1001 and len(bins) >= 3
+    # Fit against coverage: the same coverage computed from predictions agrees with section 1's.
+    fits = dict(re.findall(r"\n([^|\n]+) \| [\d.]+% \| ([\d.]+)", out))
+    path = re.search(r"adapter, path: coverage ([\d.]+)", out).group(1)
+    assert fits["zero-shot (e_hat = c)"] == f"{zero_shot:.4f}" and fits["adapter"] == path
+    assert {"constant mean residual", "ridge, strength 1"} <= fits.keys()

@@ -115,8 +115,6 @@ def counterfactual_coverage(
         raise UserError(f"top_k={top_k} but the effect bank holds {len(bank)} effects; use 1..{len(bank)}")
     causes = _encode(encoder, scenarios["cause"].tolist())
     effect_pred = causes if adapter is None else _predicted_effects(adapter, causes)
-    bank_embeddings = bank.embeddings.to(causes.dtype)
-
     references = [
         [t for t in (getattr(row, c) for c in columns) if isinstance(t, str)]
         for row in scenarios.itertuples()
@@ -124,24 +122,43 @@ def counterfactual_coverage(
     reference_embeddings = _encode(encoder, [t for texts in references for t in texts]).split(
         [len(texts) for texts in references]
     )
-    metric, rows = CounterfactualCoverage(threshold), []
-    for i, cause in enumerate(scenarios["cause"]):
-        picked = retrieve_sequence(
-            causes[i], effect_pred[i], bank_embeddings, top_k, top_k, mode
-        ).bank_indices
-        metric.update(reference_embeddings[i], bank_embeddings[picked])
-        best = best_cosines(reference_embeddings[i], bank_embeddings[picked])
-        rows.append(
-            {
-                "cause": cause,
-                "references": len(best),
-                "mean": best.mean().item(),
-                "share": (best >= threshold).float().mean().item(),
-                "retrieved": [bank.texts[j] for j in picked],
-            }
-        )
+    result = coverage_of_predictions(
+        causes, effect_pred, reference_embeddings, bank.embeddings.to(causes.dtype), top_k, mode, threshold
+    )
+    rows = [
+        {
+            "cause": cause,
+            "references": len(best),
+            "mean": best.mean().item(),
+            "share": (best >= threshold).float().mean().item(),
+            "retrieved": [bank.texts[j] for j in picked],
+        }
+        for cause, picked, best in zip(scenarios["cause"], result["picked"], result["best"], strict=True)
+    ]
+    return {"mean": result["mean"], "share": result["share"], "per_cause": pd.DataFrame(rows)}
+
+
+@torch.no_grad()
+def coverage_of_predictions(
+    causes: Tensor,
+    effect_pred: Tensor,
+    references: Sequence[Tensor],
+    bank: Tensor,
+    top_k: int = 8,
+    mode: str = "topk",
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict:
+    """Coverage from embeddings: causes and predicted effects [N,d], each cause's references [R_i,d], the
+    bank [M,d]. Any predictor of e_hat can be scored this way. Returns mean, share, and per cause the
+    picked bank indices and each reference's best cosine."""
+    metric, picks, bests = CounterfactualCoverage(threshold), [], []
+    for cause, predicted, reference in zip(causes, effect_pred, references, strict=True):
+        picked = retrieve_sequence(cause, predicted, bank, top_k, top_k, mode).bank_indices
+        metric.update(reference, bank[picked])
+        picks.append(picked)
+        bests.append(best_cosines(reference, bank[picked]))
     result = metric.compute()
-    return {"mean": result["mean"].item(), "share": result["share"].item(), "per_cause": pd.DataFrame(rows)}
+    return {"mean": result["mean"].item(), "share": result["share"].item(), "picked": picks, "best": bests}
 
 
 @torch.no_grad()
