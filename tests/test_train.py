@@ -112,16 +112,20 @@ def small_datamodule(data_dir, cache_dir, minilm) -> CausalPairsDataModule:
     return datamodule
 
 
+def bank_softmax_at(module: CausalAdapterModule, batch: dict, temperature: float) -> float:
+    """The bank-softmax retrieval loss written out: cross-entropy of cos(e_hat, bank) / temperature."""
+    effect_pred = module.adapter(batch["cause"], batch["link_type"]).effect
+    rows = module.train_bank_row[batch["effect_id"]]
+    return F.cross_entropy(effect_pred @ module.train_bank.T / temperature, rows).item()
+
+
 def test_contrastive_losses_start_at_temperature_0_07(small_datamodule):
     """DESIGN 6.1: logits are cos / T with a learnable T initialised at 0.07 (exp of the log scale)."""
     module = CausalAdapterModule(CausalAdapter(), temperature=0.07).eval()
     module.attach_bank(small_datamodule)
     batch = next(iter(small_datamodule.train_dataloader()))
     terms = module.loss_terms(batch)
-    effect_pred = module.adapter(batch["cause"], batch["link_type"]).effect
-    rows = module.train_bank_row[batch["effect_id"]]
-    expected = F.cross_entropy(effect_pred @ module.train_bank.T / 0.07, rows)
-    assert terms["retrieval"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["retrieval"].item() == pytest.approx(bank_softmax_at(module, batch, 0.07), rel=1e-5)
 
 
 def test_temperature_never_falls_below_its_floor(small_datamodule):
@@ -131,10 +135,8 @@ def test_temperature_never_falls_below_its_floor(small_datamodule):
     with torch.no_grad():
         module.logit_scale.fill_(math.log(1 / 0.001))
     batch = next(iter(small_datamodule.train_dataloader()))
-    effect_pred = module.adapter(batch["cause"], batch["link_type"]).effect
-    rows = module.train_bank_row[batch["effect_id"]]
-    expected = F.cross_entropy(effect_pred @ module.train_bank.T / 0.05, rows)
-    assert module.loss_terms(batch)["retrieval"].item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = bank_softmax_at(module, batch, 0.05)
+    assert module.loss_terms(batch)["retrieval"].item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(UserError, match="model.min_temperature must be in"):
         CausalAdapterModule(CausalAdapter(), temperature=0.07, min_temperature=0.1)
 

@@ -128,12 +128,12 @@ def counterfactual_coverage(
     rows = [
         {
             "cause": cause,
-            "references": len(best),
-            "mean": best.mean().item(),
-            "share": (best >= threshold).float().mean().item(),
-            "retrieved": [bank.texts[j] for j in picked],
+            "references": row["references"],
+            "mean": row["mean"],
+            "share": row["share"],
+            "retrieved": [bank.texts[j] for j in row["picked"]],
         }
-        for cause, picked, best in zip(scenarios["cause"], result["picked"], result["best"], strict=True)
+        for cause, row in zip(scenarios["cause"], result["per_cause"], strict=True)
     ]
     return {"mean": result["mean"], "share": result["share"], "per_cause": pd.DataFrame(rows)}
 
@@ -149,16 +149,22 @@ def coverage_of_predictions(
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict:
     """Coverage from embeddings: causes and predicted effects [N,d], each cause's references [R_i,d], the
-    bank [M,d]. Any predictor of e_hat can be scored this way. Returns mean, share, and per cause the
-    picked bank indices and each reference's best cosine."""
-    metric, picks, bests = CounterfactualCoverage(threshold), [], []
+    bank [M,d]. Any predictor of e_hat can be scored this way. Returns mean and share over all pairs, and
+    per_cause: each cause's picked bank indices, number of references, mean and share."""
+    metric, per_cause = CounterfactualCoverage(threshold), []
     for cause, predicted, reference in zip(causes, effect_pred, references, strict=True):
         picked = retrieve_sequence(cause, predicted, bank, top_k, top_k, mode).bank_indices
-        metric.update(reference, bank[picked])
-        picks.append(picked)
-        bests.append(best_cosines(reference, bank[picked]))
+        values = metric(reference, bank[picked])  # this cause's values; the totals accumulate
+        per_cause.append(
+            {
+                "picked": picked,
+                "references": len(reference),
+                "mean": values["mean"].item(),
+                "share": values["share"].item(),
+            }
+        )
     result = metric.compute()
-    return {"mean": result["mean"].item(), "share": result["share"].item(), "picked": picks, "best": bests}
+    return {"mean": result["mean"].item(), "share": result["share"].item(), "per_cause": per_cause}
 
 
 @torch.no_grad()
