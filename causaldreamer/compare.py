@@ -37,7 +37,7 @@ def compare(cfg: DictConfig) -> pd.DataFrame:
     return table
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+@hydra.main(version_base="1.3", config_path="conf", config_name="compare")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     compare(cfg)

@@ -11,18 +11,23 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from causaldreamer import locations
 from causaldreamer.errors import UserError
 from causaldreamer.io import atomic_path
 
 
 def register_resolvers() -> None:
     """``${run_suffix:}``: random per process, so two runs started in the same second never collide.
-    ``${ddp_start_method:METHOD}``: see ``ddp_start_method``."""
+    ``${ddp_start_method:METHOD}``: see ``ddp_start_method``. ``${dataset_dir:NAME}`` and
+    ``${embedding_cache_dir:}``: the default locations of ``causaldreamer.locations``."""
     if not OmegaConf.has_resolver("run_suffix"):
         suffix = secrets.token_hex(3)
         OmegaConf.register_new_resolver("run_suffix", lambda: suffix)
     if not OmegaConf.has_resolver("ddp_start_method"):
         OmegaConf.register_new_resolver("ddp_start_method", ddp_start_method)
+    if not OmegaConf.has_resolver("dataset_dir"):
+        OmegaConf.register_new_resolver("dataset_dir", locations.dataset_dir)
+        OmegaConf.register_new_resolver("embedding_cache_dir", locations.embedding_cache_dir)
 
 
 def ddp_start_method(in_multirun: str = "spawn") -> str:

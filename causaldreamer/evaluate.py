@@ -162,7 +162,7 @@ def evaluate(cfg: DictConfig) -> pd.DataFrame:
     return table
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

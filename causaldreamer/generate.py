@@ -111,7 +111,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     return folders
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     generate(cfg)

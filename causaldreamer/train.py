@@ -101,7 +101,7 @@ def export_adapter(model, datamodule, folder: Path) -> None:
     log.info("exported adapter to %s", folder)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
