@@ -2,12 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SHARED_DATA := $(abspath ../shared/data/causallite10k)
-# Use the shared copy of CausalLite10K when it is beside the checkout (CI and the dev machines).
-ifneq ($(wildcard $(SHARED_DATA)/CausalLite10K.csv),)
-export CAUSALDREAMER_DATA_DIR ?= $(SHARED_DATA)
-endif
-export WANDB_MODE ?= offline
+# Nothing is exported: make runs the same commands, with the same data discovery (README "Where files
+# live") and the same offline W&B default, as a user typing them.
 # Test workers (pytest-xdist): each test runs on one thread, so one worker per core.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers
-from causaldreamer.errors import UserError, exit_on_user_error
+from causaldreamer.errors import UserError
 from causaldreamer.evaluation.tables import read_summary, results_markdown, write_csv, write_markdown
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,7 @@ def compare(cfg: DictConfig) -> pd.DataFrame:
     return table
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="compare")
-@exit_on_user_error
+@hydra_app("compare")
 def main(cfg: DictConfig) -> None:
     compare(cfg)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from causaldreamer import locations
+from causaldreamer import locations, schema
 from causaldreamer.errors import UserError
 from causaldreamer.io import atomic_path
 
@@ -39,34 +38,11 @@ def ddp_start_method(in_multirun: str = "spawn") -> str:
     return in_multirun if multirun else "popen"
 
 
-def require(cfg: DictConfig, key: str, check, expected: str, cast=float):
-    """The value at ``key`` (dotted) cast to a number and checked; a UserError naming the override if not."""
-    value = OmegaConf.select(cfg, key)
-    try:
-        number = cast(value)
-        ok = check(number)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise UserError(f"{key}={value!r} is invalid: expected {expected}; fix the override {key}=...")
-    return number
-
-
 def validate_train_config(cfg: DictConfig) -> None:
-    require(cfg, "model.lam", math.isfinite, "a finite number (e.g. 0.7)")
-    require(cfg, "data.batch_size", lambda v: v >= 1, "an integer >= 1", cast=_strict_int)
-    require(cfg, "trainer.max_epochs", lambda v: v >= 1, "an integer >= 1", cast=_strict_int)
-    require(cfg, "model.lr", lambda v: math.isfinite(v) and v > 0, "a positive number")
-    for name in cfg.model.loss_weights:
-        require(cfg, f"model.loss_weights.{name}", lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+    """The schema's value checks, and a resume checkpoint that exists."""
+    schema.check_values(cfg, [])
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file to resume")
-
-
-def _strict_int(value) -> int:
-    if isinstance(value, bool) or float(value) != int(float(value)):
-        raise ValueError(value)
-    return int(value)
 
 
 def git_revision() -> str:

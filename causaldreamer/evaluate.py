@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
-import hydra
 import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.data.files import load_counterfactual
 from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
-from causaldreamer.errors import UserError, exit_on_user_error
+from causaldreamer.errors import UserError
 from causaldreamer.evaluation.sequences import check_reusable, score_sequences
 from causaldreamer.evaluation.tables import (
     METRIC_HEADERS,
@@ -42,23 +41,6 @@ from causaldreamer.sweeps.records import write_run_metrics
 
 log = logging.getLogger(__name__)
 register_resolvers()
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
-CHECKED_GROUPS = ("method", "diffusion", "encoder", "logger")
-
-
-def check_group_choices(overrides: list[str]) -> None:
-    """An unknown option of a config group (``method=nope``) as the project's one-line error. Hydra
-    reports it itself only as a multi-line message with exit code 1; sweep functions are left to it."""
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        if key not in CHECKED_GROUPS or not value or "(" in value or value == "null":
-            continue
-        options = sorted(path.stem for path in (CONFIG_DIR / key).glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in options:
-                raise UserError(f"{key}={choice!r} is not a known {key}; use one of: {', '.join(options)}")
-
 
 def read_scenarios(cfg: DictConfig) -> pd.DataFrame:
     """The benchmark's rows (cause, effect1..effect8), the first ``limit``."""
@@ -162,12 +144,10 @@ def evaluate(cfg: DictConfig) -> pd.DataFrame:
     return table
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-@exit_on_user_error
+@hydra_app("evaluate", check=read_scenarios)
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
 if __name__ == "__main__":
-    exit_on_user_error(check_group_choices)(sys.argv[1:])
     main()

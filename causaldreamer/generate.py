@@ -12,16 +12,16 @@ import csv
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
 from causaldreamer.diffusion.settings import check_cause, check_settings
-from causaldreamer.errors import UserError, exit_on_user_error
+from causaldreamer.errors import UserError
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -64,12 +64,11 @@ def generate(cfg: DictConfig) -> list[Path]:
     settings = {
         "num_frames": cfg.num_frames,
         "top_k": cfg.top_k,
-        "lam": cfg.lam,
         "retrieval": cfg.retrieval,
         "link_type": cfg.link_type,
-        "template": cfg.template,
         "guidance_scale": cfg.guidance_scale,
         "num_inference_steps": cfg.num_inference_steps,
+        **adapter_folder.generation_settings(cfg.lam, cfg.template),
     }
     check_settings(bank_size=len(adapter_folder.bank), **settings)
     if not isinstance(cfg.seed, int):
@@ -104,15 +103,15 @@ def generate(cfg: DictConfig) -> list[Path]:
     )
     generator.pipe.set_progress_bar_config(leave=False)
     write_run_record(cfg, output_dir)
+    chosen = adapter_folder.settings_record(cfg.lam, cfg.template)
     for cause, folder in tqdm(todo, desc="sequences", unit="seq"):
         sequence = generator.generate(cause, cfg.seed)
-        write_sequence(folder, sequence.frames, sequence.record)
+        write_sequence(folder, sequence.frames, sequence.record | chosen)
     log.info("wrote %d sequence(s) to %s", len(todo), output_dir)
     return folders
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
-@exit_on_user_error
+@hydra_app("generate", check=read_causes)
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

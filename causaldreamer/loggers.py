@@ -1,6 +1,7 @@
-"""A CSV logger that can continue a ``metrics.csv`` another process started.
+"""The training run's loggers: a CSV logger that can continue a ``metrics.csv`` another process started,
+and what W&B gets beyond the metrics (the whole resolved config, the exported adapter as an artifact).
 
-Lightning's writer only knows the columns it has logged itself. Under DDP with spawned processes (a
+Lightning's CSV writer only knows the columns it has logged itself. Under DDP with spawned processes (a
 multirun job with trainer=ddp_cpu or ddp) fit and test run in different processes, so the test process
 rewrites the file with only its own columns and fails on the rows fit wrote
 ("dict contains fields not in fieldnames"). Reading the header on disk first makes the columns a union.
@@ -12,11 +13,15 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 
 class _KeepingExperimentWriter(ExperimentWriter):
@@ -41,3 +46,27 @@ class CSVLogger(LightningCSVLogger):
                 on_disk = next(csv.reader(handle), [])
             writer.metrics_keys = sorted(set(writer.metrics_keys) | set(on_disk))
         super().save()
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The whole resolved config, without Hydra's own node, and the option chosen in each config group
+    (``choices.ablation``, ``choices.encoder``...), so that a sweep's runs can be filtered by any setting."""
+    config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        config["choices"] = {k: v for k, v in choices.items() if not k.startswith("hydra")}
+    return config
+
+
+def log_adapter_artifact(loggers: list, folder: Path, metadata: dict) -> None:
+    """The exported adapter folder as a W&B artifact of type "model" in each W&B run. Offline, its manifest
+    goes into the run's transaction log and its files stay in the folder ("immutable": an export is never
+    modified, so no second copy is staged); ``wandb sync`` of the run uploads both."""
+    import wandb
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            artifact = wandb.Artifact(f"adapter-{run.id}", type="model", metadata=metadata)
+            artifact.add_dir(str(folder), policy="immutable")
+            run.log_artifact(artifact)

@@ -59,6 +59,26 @@ def retrieval_loss(
     return F.cross_entropy(logit_scale * (effect_pred @ bank.T), effect_id)
 
 
+def per_source_bank_loss(
+    effect_pred: torch.Tensor,
+    rows: torch.Tensor,
+    source: torch.Tensor,
+    logit_scale: torch.Tensor,
+    bank: torch.Tensor,
+    bounds: list[int],
+) -> torch.Tensor:
+    """The bank softmax with each row ranked against its own source's effects only: source s owns
+    ``bank[bounds[s]:bounds[s + 1]]``, ``rows`` index the whole bank. The mean over all rows, equal to
+    masking the other sources' logits, at the cost of each source's own bank."""
+    total = effect_pred.new_zeros(())
+    for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        own = source == index
+        if own.any():
+            logits = logit_scale * (effect_pred[own] @ bank[start:end].T)
+            total = total + F.cross_entropy(logits, rows[own] - start, reduction="sum")
+    return total / len(rows)
+
+
 def gate_readout(
     out: AdapterOutput, token_states: torch.Tensor, token_spans: torch.Tensor, lam: float
 ) -> torch.Tensor:

@@ -1,12 +1,15 @@
 """LightningModule: trains the causal adapter on cached text embeddings (DESIGN 4-7).
 
 The frozen encoder never appears here: batches are cached tensors. Validation and test rank the gold
-effect against the whole effect bank, for the adapter and for the zero-shot baseline (e_hat = c).
+effect against the whole effect bank, for the adapter and for the zero-shot baseline (e_hat = c);
+validation also scores e-CARE's free-form pairs, and logs ``val/selection``, the number checkpoints
+and sweeps select on (docs/metrics.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import lightning as L
 import torch
@@ -17,8 +20,11 @@ from torch import nn
 from causaldreamer import losses
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.checkpoints import check_adapter_dim
+from causaldreamer.data.datamodule import SOURCES
 from causaldreamer.errors import UserError
-from causaldreamer.metrics.retrieval import BankRetrieval
+from causaldreamer.metrics.retrieval import BankRetrieval, TwoChoiceAccuracy
+
+DEFAULT_SELECTION = ("recall@5", "ecare/accuracy")
 
 
 class CausalAdapterModule(L.LightningModule):
@@ -31,6 +37,8 @@ class CausalAdapterModule(L.LightningModule):
         temperature: float = 0.07,
         min_temperature: float = 0.01,
         negatives: str = "bank",
+        bank_scope: Literal["joint", "per_source"] = "per_source",
+        selection: list[str] | tuple[str, ...] = DEFAULT_SELECTION,
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         warmup_steps: int = 500,
@@ -46,6 +54,10 @@ class CausalAdapterModule(L.LightningModule):
             )
         if not math.isfinite(float(lam)):
             raise UserError(f"model.lam must be a finite number, got {lam}")
+        if bank_scope not in ("joint", "per_source"):
+            raise UserError(f"model.bank_scope must be 'joint' or 'per_source', got {bank_scope!r}")
+        if not selection:
+            raise UserError("model.selection is empty; name at least one metric, e.g. [recall@5]")
         self.save_hyperparameters(ignore=["adapter"])
         self.adapter = adapter
         self.weights = {"delta": 1.0, "triplet": 0.5, "retrieval": 10.0, "gate": 1.0, **(loss_weights or {})}
@@ -54,21 +66,30 @@ class CausalAdapterModule(L.LightningModule):
         self.max_logit_scale = math.log(1 / min_temperature)
         self.val_retrieval, self.val_zero_shot = BankRetrieval(), BankRetrieval()
         self.test_retrieval, self.test_zero_shot = BankRetrieval(), BankRetrieval()
+        self.ecare_retrieval = BankRetrieval(by_seen=False)
+        self.ecare_zero_shot = BankRetrieval(by_seen=False)
+        self.ecare_choice, self.ecare_zero_shot_choice = TwoChoiceAccuracy(), TwoChoiceAccuracy()
 
     def setup(self, stage: str) -> None:
         self.attach_bank(self.trainer.datamodule)
 
     def attach_bank(self, datamodule) -> None:
-        """Take the effect bank and its seen-in-training mask from the datamodule (buffers, not saved)."""
+        """Take the effect banks and the seen-in-training mask from the datamodule (buffers, not saved)."""
         self.register_buffer("bank", datamodule.bank.embeddings, persistent=False)
         self.register_buffer("seen_effects", datamodule.seen_effects, persistent=False)
-        # The bank-softmax loss ranks against the effects seen in training only: a sub-bank and the
-        # map from bank index to its row (-1 for effects never seen in training).
+        # The bank-softmax loss ranks against the effects seen in training only (of every source): a
+        # sub-bank, each entry's source, and the map from effect index to its row (-1: never trained on).
         seen = datamodule.seen_effects
-        self.register_buffer("train_bank", datamodule.bank.embeddings[seen], persistent=False)
+        self.register_buffer("train_bank", datamodule.effects.embeddings[seen], persistent=False)
+        # The effect table lists each source's effects together, so each source owns one slice of the
+        # sub-bank; with one source trained on, per_source is the joint bank softmax.
+        per_source = torch.bincount(datamodule.effect_source[seen], minlength=len(SOURCES))
+        self.source_bounds = [0, *per_source.cumsum(0).tolist()]
+        self.sources_trained = int((per_source > 0).sum())
         train_row = torch.full((len(seen),), -1, dtype=torch.long)
         train_row[seen] = torch.arange(int(seen.sum()))
         self.register_buffer("train_bank_row", train_row, persistent=False)
+        self.register_buffer("ecare_bank", datamodule.ecare_bank, persistent=False)
         self.bank_texts = datamodule.bank.texts
         if datamodule.bank.dim != self.adapter.dim:
             raise UserError(
@@ -77,8 +98,16 @@ class CausalAdapterModule(L.LightningModule):
             )
 
     def contrastive_scale(self, log_scale: torch.Tensor) -> torch.Tensor:
-        """1 / temperature from its learnable log, the temperature kept at or above min_temperature."""
-        return log_scale.clamp(max=self.max_logit_scale).exp()
+        """1 / temperature from its learnable log (kept in range by ``optimizer_step``)."""
+        return log_scale.exp()
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The step, then each log scale clamped in place so that T >= min_temperature, as CLIP does: a
+        clamp inside the loss has zero gradient beyond it, and AdamW's momentum would pin T at the floor."""
+        super().optimizer_step(*args, **kwargs)
+        with torch.no_grad():
+            for log_scale in (self.logit_scale, self.gate_logit_scale):
+                log_scale.clamp_(max=self.max_logit_scale)
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted sum of ``loss_terms``."""
@@ -96,14 +125,23 @@ class CausalAdapterModule(L.LightningModule):
             )
         if w["retrieval"]:
             scale = self.contrastive_scale(self.logit_scale)
-            if self.hparams.negatives == "bank":
+            if self.hparams.negatives == "batch":
+                terms["retrieval"] = losses.retrieval_loss(
+                    out.effect, batch["effect"], batch["effect_id"], scale
+                )
+            elif self.hparams.bank_scope == "per_source" and self.sources_trained > 1:
+                terms["retrieval"] = losses.per_source_bank_loss(
+                    out.effect,
+                    self.train_bank_row[batch["effect_id"]],
+                    batch["source"],
+                    scale,
+                    self.train_bank,
+                    self.source_bounds,
+                )
+            else:
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
                     out.effect, batch["effect"], rows, scale, self.train_bank
-                )
-            else:
-                terms["retrieval"] = losses.retrieval_loss(
-                    out.effect, batch["effect"], batch["effect_id"], scale
                 )
         if w["gate"]:
             terms["gate"] = losses.gate_loss(
@@ -132,11 +170,30 @@ class CausalAdapterModule(L.LightningModule):
     def _evaluate(self, batch, retrieval: BankRetrieval, zero_shot: BankRetrieval) -> torch.Tensor:
         out = self.adapter(batch["cause"], batch["link_type"])
         seen = self.seen_effects[batch["effect_id"]]
-        retrieval.update(out.effect, self.bank, batch["effect_id"], seen)
-        zero_shot.update(batch["cause"], self.bank, batch["effect_id"], seen)
+        retrieval.update(out.effect, self.bank, batch["effect_id"], seen, batch["row"])
+        zero_shot.update(batch["cause"], self.bank, batch["effect_id"], seen, batch["row"])
         return out.effect
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def _evaluate_free_form(self, batch: dict[str, torch.Tensor]) -> None:
+        """e-CARE: the right pair against the wrong one, scored cos(e_hat(cause), effect); and the gold
+        effect's rank among all e-CARE validation effects."""
+        effect_pred = self.adapter(batch["cause"], batch["link_type"]).effect
+        wrong_pred = self.adapter(batch["wrong_cause"], batch["link_type"]).effect
+        rows = batch["row"]
+        for query, wrong_query, choice, retrieval in (
+            (effect_pred, wrong_pred, self.ecare_choice, self.ecare_retrieval),
+            (batch["cause"], batch["wrong_cause"], self.ecare_zero_shot_choice, self.ecare_zero_shot),
+        ):
+            right = (query * batch["effect"]).sum(-1)
+            choice.update(right, (wrong_query * batch["wrong_effect"]).sum(-1), rows)
+            retrieval.update(query, self.ecare_bank, batch["effect_id"], rows=rows)
+
+    def validation_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if dataloader_idx == 1:  # the datamodule's second val loader: e-CARE
+            self._evaluate_free_form(batch)
+            return
         effect_pred = self._evaluate(batch, self.val_retrieval, self.val_zero_shot)
         if batch_idx == 0:
             self._log_examples(batch, effect_pred)
@@ -144,18 +201,49 @@ class CausalAdapterModule(L.LightningModule):
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.test_retrieval, self.test_zero_shot)
 
-    def _log_split(self, split: str, retrieval: BankRetrieval, zero_shot: BankRetrieval) -> None:
-        values = {f"{split}/{k}": v for k, v in retrieval.compute().items()}
-        values.update({f"{split}/zero_shot/{k}": v for k, v in zero_shot.compute().items()})
-        self.log_dict(values)
-        retrieval.reset()
-        zero_shot.reset()
+    def _split_values(
+        self, split: str, prefix: str, adapter: list, zero_shot: list
+    ) -> dict[str, torch.Tensor]:
+        """``{split}/{prefix}{metric}`` of the adapter's metrics and ``{split}/{prefix}zero_shot/{metric}``
+        of the zero-shot ones; each metric is reset."""
+        values = {}
+        for name, metrics in ((prefix, adapter), (f"{prefix}zero_shot/", zero_shot)):
+            for metric in metrics:
+                values.update({f"{split}/{name}{k}": v for k, v in metric.compute().items()})
+                metric.reset()
+        return values
 
     def on_validation_epoch_end(self) -> None:
-        self._log_split("val", self.val_retrieval, self.val_zero_shot)
+        values = self._split_values("val", "", [self.val_retrieval], [self.val_zero_shot])
+        if self.ecare_bank is not None:
+            values |= self._split_values(
+                "val",
+                "ecare/",
+                [self.ecare_retrieval, self.ecare_choice],
+                [self.ecare_zero_shot, self.ecare_zero_shot_choice],
+            )
+        values["val/selection"] = self.selection_score(values)
+        self.log_dict(values)
+
+    def selection_score(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean, over the metrics named in ``model.selection``, of the adapter's gain over zero-shot:
+        ``recall@5`` gains val/recall@5 - val/zero_shot/recall@5, ``ecare/accuracy`` gains
+        val/ecare/accuracy - val/ecare/zero_shot/accuracy."""
+        gains = []
+        for name in self.hparams.selection:
+            prefix = "ecare/" if name.startswith("ecare/") else ""
+            adapter, zero_shot = f"val/{name}", f"val/{prefix}zero_shot/{name.removeprefix(prefix)}"
+            if adapter not in values or zero_shot not in values:
+                known = sorted(k.removeprefix("val/") for k in values if "zero_shot/" not in k)
+                raise UserError(
+                    f"model.selection names {name!r}, which validation does not log (e-CARE's needs "
+                    f"data.ecare_dir); choose from {known}"
+                )
+            gains.append(values[adapter] - values[zero_shot])
+        return torch.stack(gains).mean()
 
     def on_test_epoch_end(self) -> None:
-        self._log_split("test", self.test_retrieval, self.test_zero_shot)
+        self.log_dict(self._split_values("test", "", [self.test_retrieval], [self.test_zero_shot]))
 
     def _log_examples(self, batch: dict[str, torch.Tensor], effect_pred: torch.Tensor) -> None:
         """A W&B table: a few causes with the gold effect and their top-8 retrieved effects."""

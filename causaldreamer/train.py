@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from causaldreamer.checkpoints import check_adapter_dim, read_checkpoint, wandb_run_id
+from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers, validate_train_config, write_run_record
+from causaldreamer.data.ecare import fetch_ecare, load_ecare
 from causaldreamer.data.files import fetch_dataset, load_dataset
-from causaldreamer.errors import exit_on_user_error
 from causaldreamer.io import atomic_dir
 from causaldreamer.sweeps.records import write_run_metrics
 
@@ -32,10 +32,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     validate_train_config(cfg)
     resume_from = read_checkpoint(cfg.ckpt_path) if cfg.ckpt_path else None
     load_dataset(fetch_dataset(cfg.data.data_dir, download=cfg.data.download))
+    if cfg.data.get("ecare_dir"):
+        load_ecare(fetch_ecare(cfg.data.ecare_dir, download=cfg.data.download))
 
     import lightning as L
     import wandb
 
+    from causaldreamer.loggers import run_config
     from causaldreamer.sweeps.scoring import RunScorer
 
     scorer = RunScorer(cfg) if cfg.get("scoring") else None  # its settings fail here, not after training
@@ -59,7 +62,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg, wandb_run_id(resume_from) if resume_from is not None else None)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in loggers:
-        logger.log_hyperparams({"adapter_parameters": adapter.num_parameters})
+        logger.log_hyperparams(run_config(cfg) | {"adapter_parameters": adapter.num_parameters})
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
@@ -70,12 +73,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         if cfg.export_dir and trainer.is_global_zero and not trainer.fast_dev_run:
             datamodule.setup("test")  # a no-op, unless DDP spawned processes set up their own copies
-            export_adapter(model, datamodule, Path(cfg.export_dir))
+            export_adapter(model, datamodule, Path(cfg.export_dir), metrics, trainer.loggers)
             if scorer:
                 metrics.update(scorer.score(Path(cfg.export_dir), encoder, trainer))
     finally:
         wandb.finish()  # each multirun job gets its own W&B run
-    for name in sorted(k for k in metrics if "recall" in k or "mrr" in k):
+    for name in sorted(k for k in metrics if any(m in k for m in ("recall", "mrr", "accuracy", "selection"))):
         log.info("%s = %.4f", name, metrics[name])
     if trainer.is_global_zero:
         write_run_metrics(output_dir, metrics)  # what a sweep summary reads
@@ -93,19 +96,25 @@ def instantiate_loggers(cfg: DictConfig, wandb_run: str | None) -> list:
     return loggers
 
 
-def export_adapter(model, datamodule, folder: Path) -> None:
-    """The adapter (safetensors + config) and the effect bank it retrieves from, in one folder."""
+def export_adapter(model, datamodule, folder: Path, metrics: dict[str, float], loggers: list) -> None:
+    """The complete adapter unit in one folder (weights, config with this run's lambda and template, the
+    effect bank it retrieves from, a model card with the run's metrics), then a W&B artifact of it."""
+    from causaldreamer.loggers import log_adapter_artifact  # imports Lightning, which start-up avoids
+
+    adapter = model.adapter
+    adapter.lam, adapter.template = model.hparams.lam, datamodule.template
+    adapter.bank, adapter.metrics = datamodule.bank, dict(metrics)
     with atomic_dir(folder) as tmp:
-        model.adapter.save_pretrained(tmp)
-        datamodule.bank.save(tmp)
+        adapter.save_pretrained(tmp)
     log.info("exported adapter to %s", folder)
+    metadata = {"lam": adapter.lam, "template": adapter.template, "encoder": adapter.encoder_name}
+    log_adapter_artifact(loggers, folder, metadata | {"metrics": adapter.metrics})
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@exit_on_user_error
+@hydra_app("train", check=validate_train_config)
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric", "val/recall@5"))
+    return metrics.get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -27,24 +27,14 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from causaldreamer.diffusion.processor import (
     CausalInterventionAttnProcessor,
     CrossAttentionIntervention,
-    SequenceAttentionState,
+    SequenceAttention,
     install_causal_processors,
 )
+from causaldreamer.diffusion.sd15_random import SD15_UNET
 from causaldreamer.intervention import SPAN_CAUSE, SPAN_EFFECT
 from causaldreamer.methods.tiny import tiny_unet
 
 HEADS, TEXT_TOKENS = 8, 77
-SD15_UNET = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
 
 
 def random_intervention(frames: int, num_keys: int = TEXT_TOKENS) -> CrossAttentionIntervention:
@@ -92,15 +82,15 @@ def bench_unet(name: str, unet: UNet2DConditionModel, frames: int, latent: int, 
     text = torch.randn(2 * frames, TEXT_TOKENS, unet.config.cross_attention_dim, generator=generator)
     timestep = torch.tensor(500)
     stock = unet.attn_processors
-    state = install_causal_processors(unet, HEADS)
-    state.set_sequence(frames, random_intervention(frames))
+    install_causal_processors(unet, HEADS)
     causal = unet.attn_processors
+    sequence = {"sequence": SequenceAttention(frames, random_intervention(frames))}
 
-    def forward(processors):
+    def forward(processors, kwargs=None):
         unet.set_attn_processor(dict(processors))  # diffusers empties the dict it is given
-        return unet(sample, timestep, encoder_hidden_states=text)
+        return unet(sample, timestep, encoder_hidden_states=text, cross_attention_kwargs=kwargs)
 
-    stock_s, causal_s = alternate(lambda: forward(stock), lambda: forward(causal), reps)
+    stock_s, causal_s = alternate(lambda: forward(stock), lambda: forward(causal, sequence), reps)
     report(f"{name}, batch 2x{frames}, {latent}x{latent} latents, {reps} reps", stock_s, causal_s)
 
 
@@ -110,15 +100,17 @@ def bench_cross_attention_layer(frames: int, latent: int, reps: int) -> None:
     attn = Attention(query_dim=320, cross_attention_dim=768, heads=HEADS, dim_head=40).eval()
     hidden = torch.randn(2 * frames, latent * latent, 320)
     text = torch.randn(2 * frames, TEXT_TOKENS, 768)
-    state = SequenceAttentionState()
-    state.set_sequence(frames, random_intervention(frames))
-    stock, causal = AttnProcessor2_0(), CausalInterventionAttnProcessor(state)
+    sequence = {"sequence": SequenceAttention(frames, random_intervention(frames))}
 
-    def forward(processor):
+    def forward(processor, kwargs):
         attn.set_processor(processor)
-        return attn(hidden, encoder_hidden_states=text)
+        return attn(hidden, encoder_hidden_states=text, **kwargs)
 
-    stock_s, causal_s = alternate(lambda: forward(stock), lambda: forward(causal), reps)
+    stock_s, causal_s = alternate(
+        lambda: forward(AttnProcessor2_0(), {}),
+        lambda: forward(CausalInterventionAttnProcessor(), sequence),
+        reps,
+    )
     report(
         f"SD 1.5 cross-attention layer, batch 2x{frames}, {latent}x{latent} latents, {reps} reps",
         stock_s,

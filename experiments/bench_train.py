@@ -26,6 +26,7 @@ from causaldreamer import losses
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.encoders import MiniLMEncoder
+from causaldreamer.locations import dataset_dir
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
 
@@ -232,13 +233,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--limit-train", type=int, default=None, help="the first N training rows only")
+    parser.add_argument(
+        "--ecare-batch-size",
+        type=int,
+        default=0,
+        help="e-CARE rows added to each batch (data=causallite10k_ecare: 16)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data_dir = os.environ.get("CAUSALDREAMER_DATA_DIR", "../shared/data/causallite10k")
     cache_dir = os.environ.get("CAUSALDREAMER_CACHE_DIR", ".cache/causaldreamer")
     datamodule = CausalPairsDataModule(
-        data_dir, cache_dir, MiniLMEncoder(), batch_size=args.batch_size, limit_train=args.limit_train
+        data_dir,
+        cache_dir,
+        MiniLMEncoder(),
+        batch_size=args.batch_size,
+        limit_train=args.limit_train,
+        ecare_dir=dataset_dir("ecare") if args.ecare_batch_size else None,
+        ecare_batch_size=args.ecare_batch_size,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")  # builds the embedding cache once, outside the timings

@@ -14,10 +14,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from causaldreamer import locations
+from causaldreamer.cli import CONFIG_DIR
 from causaldreamer.config import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = CONFIG_DIR
 SHARED_DATA = REPO.parent / "shared" / "data" / "causallite10k"
 
 register_resolvers()
@@ -35,6 +37,17 @@ def data_dir() -> Path:
     if not (path / "CausalLite10K.csv").is_file():
         pytest.fail(
             f"CausalLite10K not found at {path}: put ../shared beside the checkout or set CAUSALDREAMER_DATA_DIR"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def ecare_dir() -> Path:
+    """e-CARE's folder, found as the configs find it (``paths.ecare_dir``)."""
+    path = Path(locations.dataset_dir("ecare"))
+    if not (path / "train.jsonl").is_file():
+        pytest.fail(
+            f"e-CARE not found at {path}: put ../shared beside the checkout or set CAUSALDREAMER_ECARE_DIR"
         )
     return path
 
@@ -126,7 +139,6 @@ def compose_config(name: str, overrides: list[str], output_dir: Path) -> DictCon
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
-        cfg.paths.root_dir = str(output_dir)
         cfg.paths.output_dir = str(output_dir)
         del cfg.hydra
     return cfg

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import kornia
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from PIL import Image
 
+from causaldreamer.cli import CONFIG_DIR
 from causaldreamer.errors import UserError
 from causaldreamer.methods import SequenceMethod
 from causaldreamer.methods.animatediff import build_animatediff
@@ -23,7 +22,7 @@ from causaldreamer.methods.loading import TINY_MODEL_ID, runtime
 from causaldreamer.methods.text_to_image import build_sd15, build_sdxl
 from causaldreamer.methods.tiny import tiny_controlnet, tiny_motion_adapter, tiny_sd15_components
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = CONFIG_DIR
 BASELINES = ["sd15", "sd15_shared_seed", "sdxl", "controlnet", "instruct_pix2pix", "animatediff"]
 CAUSE = "a dog jumps over a log"
 EFFECTS = ["the dog lifts off", "the dog is above the log", "the dog lands on the grass"]

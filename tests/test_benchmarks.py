@@ -35,7 +35,7 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     assert all(float(ms) > 0 for ms in parts.values())
 
 
-def test_bench_attention_and_batched_frames_print_their_comparisons(cli_env):
+def test_bench_attention_prints_its_comparison(cli_env):
     out = run_benchmark(
         "bench_attention.py",
         ["--frames", "2", "--tiny-reps", "2", "--layer-reps", "0", "--sd-reps", "0"],
@@ -44,8 +44,23 @@ def test_bench_attention_and_batched_frames_print_their_comparisons(cli_env):
     assert re.search(
         r"tiny UNet.*\n  median: stock [\d.]+ ms, intervention [\d.]+ ms, overhead [+-][\d.]+%", out
     )
-    out = run_benchmark("bench_batched_frames.py", ["--frames", "2", "--steps", "2", "--reps", "1"], cli_env)
-    assert re.search(r"2 frames: batched [\d.]+ s, sequential [\d.]+ s, sequential / batched = [\d.]+x", out)
+
+
+def test_bench_generation_prints_a_row_per_call_shape_and_attention(cli_env):
+    args = "--model tiny --resolution 32 --frames 2 --steps 1 --reps 1 --threads 1".split()
+    out = run_benchmark("bench_generation.py", args, cli_env)
+    assert "tiny pipeline, random weights" in out
+    assert "2 frames, 32x32, 1 DDIM step, CFG 7.5, best of 1" in out
+    rows = re.findall(
+        r"\n\| (1 batched|2 sequential) \| (causal|stock) \| ([\d.]+) \| ([\d.]+) \| (\d+) \| (-?\d+) \|", out
+    )
+    assert {(calls, attention) for calls, attention, *_ in rows} == {
+        (calls, attention) for calls in ("1 batched", "2 sequential") for attention in ("causal", "stock")
+    }
+    assert all(float(wall) > 0 and int(peak) > 0 for _, _, wall, _, peak, _ in rows)
+    assert re.search(
+        r"sequential / batched: causal [\d.]+x, stock [\d.]+x; causal vs stock: batched [+-]", out
+    )
 
 
 def test_coverage_gap_prints_the_gain_geometry_and_val_bins(cli_env, tmp_path, minilm, data_dir):

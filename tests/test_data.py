@@ -1,10 +1,15 @@
-"""CausalLite10K loading (DESIGN 2) and its one-line errors for each kind of bad file."""
+"""CausalLite10K and e-CARE loading (DESIGN 2), their one-line errors for each kind of bad file, and
+free-form phrasings that do not contain their effect (DESIGN 7)."""
 
+import json
 import shutil
 
+import numpy as np
 import pytest
 
+from causaldreamer.data.ecare import ECARE_FILE, fetch_ecare, load_ecare, split_by_premise
 from causaldreamer.data.files import PAIRS_FILE, fetch_dataset, load_dataset, load_pairs
+from causaldreamer.data.phrasing import free_phrasing, leak_share
 from causaldreamer.errors import UserError
 
 HEADER = "frame_id,prompt,cause,effect,link_type,strength\n"
@@ -103,3 +108,100 @@ def test_overlapping_splits(tmp_path, data_dir):
     )
     with pytest.raises(UserError, match="splits train and val overlap in 1 row"):
         load_dataset(_dataset_with_splits(tmp_path, data_dir, val=val))
+
+
+# -- free-form phrasings (DESIGN 7, second pitfall) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "cause", "effect", "phrasing"),
+    [
+        ("A burst pipe causes water to gush out, flooding the room", "pipe bursts", "water floods", "A burst pipe"),
+        ("The leaf of a tree rustles and falls to the ground", "leaf rustles loose", "leaf falls off", "The leaf of a tree rustles"),
+        ("After a disagreement, friends exchange hugs and the tension dissipates", "hugs exchanged", "tension relieved", "After a disagreement, friends exchange hugs"),
+        # nothing of the cause is left before the effect begins: the terse cause
+        ("A child learns they can't have a pet dog and starts pouting", "pet denial", "child sulks", "pet denial"),
+    ],
+)  # fmt: skip
+def test_free_phrasing_stops_before_the_effect(prompt, cause, effect, phrasing):
+    assert free_phrasing(prompt, cause, effect) == phrasing
+
+
+def test_leak_share_on_hand_counted_rows():
+    phrasings = ["a glass slips and shatters", "a glass slips"]
+    effects, causes = ["glass shattered", "glass shattered"], ["glass slips", "glass slips"]
+    assert leak_share(phrasings, effects) == 1.0  # both name the glass
+    assert leak_share(phrasings, effects, causes) == 0.5  # only the first names what the cause does not
+
+
+def test_no_free_phrasing_contains_its_effect(data_dir):
+    rows = load_dataset(data_dir).rows
+    first_clause = rows["prompt"].str.split(",", n=1).str[0]  # the phrasing before the fix
+    assert leak_share(first_clause, rows["effect"], rows["cause"]) > 0.6
+    assert leak_share(rows["free_cause"], rows["effect"], rows["cause"]) == 0.0
+    # Words the effect shares with its terse cause (its subject) remain, no more often than in the cause.
+    assert leak_share(rows["free_cause"], rows["effect"]) <= leak_share(rows["cause"], rows["effect"])
+
+
+# -- e-CARE (DESIGN 2) ----------------------------------------------------------------------------------
+
+ECARE_ROW = {
+    "index": "train-0",
+    "premise": "There is a light rain today.",
+    "ask-for": "effect",
+    "hypothesis1": "The roots of many plants are not moistened by rain.",
+    "hypothesis2": "Tourists have seen many ripples.",
+    "label": 0,
+}
+
+
+def test_real_ecare_file_and_its_premise_split(ecare_dir):
+    rows = load_ecare(fetch_ecare(ecare_dir, download=False))
+    assert len(rows) == 14_928 and rows["ask_for"].value_counts().to_dict() == {"cause": 7617, "effect": 7311}
+    first = rows.iloc[0]  # ask-for effect, label 0: premise -> hypothesis1, hypothesis2 the wrong effect
+    assert (first["cause"], first["effect"]) == ("There is a light rain today", ECARE_ROW["hypothesis1"][:-1])
+    assert (first["wrong_cause"], first["wrong_effect"]) == (
+        first["cause"],
+        "Tourists have seen many ripples",
+    )
+    third = rows.iloc[2]  # ask-for cause: right hypothesis -> premise
+    assert (third["cause"], third["effect"]) == ("The child ran towards hippos", "His parents stopped him")
+    assert third["wrong_effect"] == third["effect"] and third["wrong_cause"] != third["cause"]
+    split = split_by_premise(rows, 0.1, seed=0)
+    train, val = rows.iloc[split["train"]], rows.iloc[split["val"]]
+    assert len(train) + len(val) == len(rows) and not set(train["premise"]) & set(val["premise"])
+    assert val["premise"].nunique() == round(0.1 * rows["premise"].nunique()) == 1387
+    assert all(np.array_equal(split[k], split_by_premise(rows, 0.1, seed=0)[k]) for k in split)
+    assert not np.array_equal(split["val"], split_by_premise(rows, 0.1, seed=1)["val"])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"premise": "x", ', "line 2 is not valid JSON"),
+        ("[1, 2]", "line 2 is not a JSON object"),
+        (json.dumps({k: v for k, v in ECARE_ROW.items() if k != "label"}), r"line 2 lacks field\(s\) \['label'\]"),
+        (json.dumps(ECARE_ROW | {"premise": "  "}), "line 2 has an empty or non-text 'premise'"),
+        (json.dumps(ECARE_ROW | {"ask-for": "reason"}), "line 2 has ask-for 'reason'"),
+        (json.dumps(ECARE_ROW | {"label": 2}), "line 2 has label 2, expected 0 or 1"),
+        (json.dumps(ECARE_ROW | {"label": True}), "line 2 has label True"),
+    ],
+)  # fmt: skip
+def test_ecare_defects_are_one_line_errors(tmp_path, line, message):
+    path = tmp_path / ECARE_FILE
+    path.write_text(json.dumps(ECARE_ROW) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match=f"{ECARE_FILE} {message}.*restore the file") as info:
+        load_ecare(path)
+    assert "\n" not in str(info.value)
+
+
+def test_ecare_checksum_and_missing_file(tmp_path, ecare_dir):
+    folder = tmp_path / "ecare"
+    shutil.copytree(ecare_dir, folder)
+    (folder / ECARE_FILE).chmod(0o644)
+    with (folder / ECARE_FILE).open("a") as handle:
+        handle.write("\n" + json.dumps(ECARE_ROW))
+    with pytest.raises(UserError, match="checksum mismatch for .*train.jsonl"):
+        fetch_ecare(folder, download=False)
+    with pytest.raises(UserError, match="train.jsonl missing in .*CAUSALDREAMER_ECARE_DIR"):
+        fetch_ecare(tmp_path / "empty", download=False)

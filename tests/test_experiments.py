@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONF, REPO, compose_config, run_module
+from conftest import CONF, compose_config, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,7 +34,6 @@ from causaldreamer.bank import EffectBank
 from causaldreamer.config import ddp_start_method
 from causaldreamer.data.datamodule import CausalPairsDataModule
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
-from causaldreamer.diffusion.processor import SharedFrameAttnProcessor
 from causaldreamer.errors import UserError
 from causaldreamer.loggers import CSVLogger
 from causaldreamer.metrics.retrieval import BankRetrieval
@@ -107,11 +106,10 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path
         "model.lam=0.6,0.9",
         *SMOKE,
         *TINY_GENERATION,
-        f"paths.log_dir={tmp_path}",
     ]
-    result = run_module("causaldreamer.train", args, cli_env, REPO)
+    result = run_module("causaldreamer.train", args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1"]
     for job, lam in zip(jobs, (0.6, 0.9), strict=True):
@@ -315,9 +313,7 @@ def test_generation_switch_changes_the_frames(
         assert torch.equal(latents[0], latents[2]) and not torch.equal(own[0], own[2])
         torch.testing.assert_close(own[0], latents[0])  # frame 0 keeps the sequence's seed
     else:
-        ablated.activate()
-        shared = [p for n, p in ablated.pipe.unet.attn_processors.items() if n.endswith("attn1.processor")]
-        assert shared and all(isinstance(p, SharedFrameAttnProcessor) for p in shared)
+        assert ablated.attention(plan).share_first_frame and not full.attention(plan).share_first_frame
     other = pixels(ablated.render(plan, seed=0).images)
     assert any(not torch.equal(a, b) for a, b in zip(frames, other, strict=True))
 
@@ -361,7 +357,7 @@ def test_summary_of_a_multirun_without_metrics_writes_nothing(tmp_path, monkeypa
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("scoring.top_k=0", "scoring.top_k=0: must be an integer >= 1"),
+        ("scoring.top_k=0", "scoring.top_k=0 is invalid: expected an integer >= 1"),
         ("scoring.retrieval=nearest", "scoring.retrieval='nearest': use one of topk, path"),
         ("scoring.scenarios=/nonexistent.csv", "scoring.scenarios=/nonexistent.csv not found"),
         ("scoring.generation.features=fancy", "scoring.generation.features='fancy'"),
@@ -421,7 +417,7 @@ def test_launchers_trainers_and_search_compose():
     assert (parallel.trainer.devices, parallel.trainer.strategy.process_group_backend) == (2, "gloo")
     search = hydra_compose(["+hparams_search=optuna"])
     assert (
-        search.hydra.sweeper._target_.endswith("OptunaSweeper") and search.optimized_metric == "val/recall@5"
+        search.hydra.sweeper._target_.endswith("OptunaSweeper") and search.optimized_metric == "val/selection"
     )
     assert str(search.hydra.mode) == "RunMode.MULTIRUN"
     assert hydra_compose(["trainer=gpu"]).trainer.devices == 1
@@ -453,14 +449,13 @@ def test_optuna_search_runs_two_trials_on_parallel_workers(cli_env, tmp_path):
         "trainer.max_epochs=1",
         "test=false",
         "logger=csv",
-        f"paths.log_dir={tmp_path}",
     ]
-    result = run_module("causaldreamer.train", args, cli_env, REPO)
+    result = run_module("causaldreamer.train", args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
-    recalls = [read_metrics(sweep_dir / job)["metrics"]["val/recall@5"] for job in ("0", "1")]
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    selections = [read_metrics(sweep_dir / job)["metrics"]["val/selection"] for job in ("0", "1")]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())["best_value"]
-    assert best == pytest.approx(max(recalls))
+    assert best == pytest.approx(max(selections))
     study = optuna.load_study(study_name="smoke", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     table = pd.read_csv(sweep_dir / "summary.csv")
@@ -488,10 +483,10 @@ def test_ddp_on_two_cpu_processes_inside_a_multirun(cli_env, tmp_path, data_dir,
     """Two gloo processes, forked inside the multirun job (re-running the command would re-launch the
     sweep): one job, the usual outputs, and retrieval metrics gathered from both processes."""
     args = ["-m", "+experiment=smoke", "trainer=ddp_cpu", "trainer.max_epochs=1", "logger=csv"]
-    result = run_module("causaldreamer.train", [*args, f"paths.log_dir={tmp_path}"], cli_env, REPO)
+    result = run_module("causaldreamer.train", args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
-    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     (job,) = (p for p in sweep_dir.iterdir() if p.is_dir())
     config = yaml.safe_load((job / "run.yaml").read_text())["config"]
     assert config["trainer"]["strategy"]["start_method"] == "fork"

@@ -26,11 +26,12 @@ from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from causaldreamer.bank import EffectBank
+from causaldreamer.cli import CONFIG_DIR
 from causaldreamer.diffusion import processor
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.sd15 import load_stable_diffusion
-from causaldreamer.diffusion.sequence_files import sequence_folder_name, write_sequence
+from causaldreamer.diffusion.sequence_files import image_grid, sequence_folder_name, write_sequence
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.diffusion.spans import frame_prompts_and_spans
 from causaldreamer.diffusion.tiny import TINY_MODEL_ID, build_tiny_pipeline
@@ -244,17 +245,25 @@ def test_path_retrieval_with_shared_first_frame(adapter_dir, encoder):
     assert sequence.record["share_first_frame"] is True
 
 
-def test_generators_sharing_a_pipeline_each_use_their_own_processors(adapter_dir, encoder):
-    pipe = build_tiny_pipeline()
+def test_generators_sharing_a_pipeline_interleaved_draw_what_each_draws_alone(adapter_dir, encoder):
+    """The intervention travels with each pipeline call, so one generator's calls cannot change another's."""
     folder = load_adapter_folder(adapter_dir)
-    first = CausalSequenceGenerator(pipe, folder, encoder, num_frames=3, top_k=3, share_first_frame=True)
-    second = CausalSequenceGenerator(pipe, folder, encoder, num_frames=3, top_k=3)
-    for generator in (first, second, first):
-        generator.activate()
-        processors = pipe.unet.attn_processors
-        assert all(p.state is generator.state for n, p in processors.items() if n.endswith("attn2.processor"))
-        shares = [hasattr(p, "state") for n, p in processors.items() if n.endswith("attn1.processor")]
-        assert all(shares) if generator.share_first_frame else not any(shares)
+    settings = (
+        {"num_frames": 3, "top_k": 3, "share_first_frame": True},
+        {"num_frames": 2, "top_k": 2, "lam": 1.5},
+    )
+
+    def frames(generator) -> list[bytes]:
+        return [image.tobytes() for image in generator.generate(CAUSE, seed=0).frames]
+
+    def make(pipe, kwargs) -> CausalSequenceGenerator:
+        return CausalSequenceGenerator(pipe, folder, encoder, num_inference_steps=STEPS, **kwargs)
+
+    alone = [frames(make(build_tiny_pipeline(), kwargs)) for kwargs in settings]
+    pipe = build_tiny_pipeline()
+    first, second = (make(pipe, kwargs) for kwargs in settings)
+    interleaved = [frames(first), frames(second), frames(first), frames(second)]
+    assert interleaved == [alone[0], alone[1], alone[0], alone[1]]
 
 
 def test_ablations_own_seed_per_frame_and_no_progression(adapter_dir, encoder, generator):
@@ -310,7 +319,7 @@ def test_bad_settings_are_refused(override, message):
 
 
 def compose_generate(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("generate", overrides=["diffusion=tiny", *overrides])
 
 
@@ -382,7 +391,9 @@ def test_cli_writes_each_sequence_of_a_causes_file(adapter_dir, data_dir, tmp_pa
         record = json.loads((folder / "record.json").read_text())
         assert record["cause"] == cause and record["top_k"] == 5 and len(record["frames"]) == 3
         assert all({"effect", "score", "t_k"} <= set(f) for f in record["frames"])
-        assert Image.open(folder / "grid.png").size == (3 * 32, 32)
+        frames = [Image.open(folder / f"frame_{f:02d}.png") for f in range(3)]
+        effects = [frame["effect"] for frame in record["frames"]]
+        assert Image.open(folder / "grid.png").tobytes() == image_grid(frames, effects).tobytes()
         assert Image.open(folder / "sequence.gif").n_frames == 3
     assert not [p for p in output_dir.iterdir() if p.name.startswith(".")]  # no temporary folder left
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from causaldreamer.diffusion.processor import (
     CausalInterventionAttnProcessor,
     CrossAttentionIntervention,
-    SequenceAttentionState,
+    SequenceAttention,
     SharedFrameAttnProcessor,
     install_causal_processors,
 )
@@ -79,16 +80,16 @@ def neutral_intervention(frames: int = FRAMES) -> CrossAttentionIntervention:
     return intervention
 
 
-def causal_processor(intervention: CrossAttentionIntervention | None) -> CausalInterventionAttnProcessor:
-    state = SequenceAttentionState()
-    state.set_sequence(FRAMES, intervention)
-    return CausalInterventionAttnProcessor(state)
-
-
-def run(attn: Attention, processor, hidden, text=None) -> torch.Tensor:
+def run(attn: Attention, processor, hidden, text=None, sequence: SequenceAttention | None = None):
     attn.set_processor(processor)
+    kwargs = {} if sequence is None else {"sequence": sequence}
     with torch.no_grad():
-        return attn(hidden, encoder_hidden_states=text)
+        return attn(hidden, encoder_hidden_states=text, **kwargs)
+
+
+def run_causal(attn: Attention, intervention: CrossAttentionIntervention | None, hidden, text):
+    sequence = SequenceAttention(FRAMES, intervention)
+    return run(attn, CausalInterventionAttnProcessor(), hidden, text, sequence)
 
 
 def naive_cross_attention(attn: Attention, hidden, text, rows: CrossAttentionIntervention) -> torch.Tensor:
@@ -114,14 +115,16 @@ def test_neutral_gates_equal_attn_processor_2_0(cross_attention, generator, batc
     hidden, text = frame_inputs(generator, batch)
     stock = run(cross_attention, AttnProcessor2_0(), hidden, text)
     for intervention in (neutral_intervention(), None):
-        ours = run(cross_attention, causal_processor(intervention), hidden, text)
+        ours = run_causal(cross_attention, intervention, hidden, text)
         torch.testing.assert_close(ours, stock, atol=ATOL, rtol=0)
+    without_sequence = run(cross_attention, CausalInterventionAttnProcessor(), hidden, text)
+    assert torch.equal(without_sequence, stock)
 
 
 def test_matches_explicit_softmax_and_leaves_unconditional_half_alone(cross_attention, generator):
     hidden, text = frame_inputs(generator, 2 * FRAMES)
     intervention = random_intervention(generator)
-    ours = run(cross_attention, causal_processor(intervention), hidden, text)
+    ours = run_causal(cross_attention, intervention, hidden, text)
     stock = run(cross_attention, AttnProcessor2_0(), hidden, text)
     with torch.no_grad():
         expected = naive_cross_attention(cross_attention, hidden[FRAMES:], text[FRAMES:], intervention)
@@ -134,24 +137,24 @@ def test_matches_explicit_softmax_and_leaves_unconditional_half_alone(cross_atte
 def test_each_of_gates_and_bias_changes_the_output(cross_attention, generator, changed):
     hidden, text = frame_inputs(generator, FRAMES)
     intervention = neutral_intervention()
-    stock = run(cross_attention, causal_processor(intervention), hidden, text)
+    stock = run_causal(cross_attention, intervention, hidden, text)
     value = getattr(intervention, changed)
     setattr(intervention, changed, value + 0.5)
-    moved = run(cross_attention, causal_processor(intervention), hidden, text)
+    moved = run_causal(cross_attention, intervention, hidden, text)
     assert (moved - stock).abs().max() > 1e-3
 
 
 def test_bias_scales_with_lambda_and_progress(cross_attention, generator):
     hidden, text = frame_inputs(generator, FRAMES)
     intervention = random_intervention(generator, lam=0.0)
-    weak = run(cross_attention, causal_processor(intervention), hidden, text)
+    weak = run_causal(cross_attention, intervention, hidden, text)
     intervention.lam = 2.0
-    strong = run(cross_attention, causal_processor(intervention), hidden, text)
+    strong = run_causal(cross_attention, intervention, hidden, text)
     assert (weak - strong).abs().max() > 1e-3
     intervention.progress = torch.zeros(FRAMES)
     intervention.q_gate = torch.ones_like(intervention.q_gate)
     intervention.k_gate = torch.ones_like(intervention.k_gate)
-    unbiased = run(cross_attention, causal_processor(intervention), hidden, text)
+    unbiased = run_causal(cross_attention, intervention, hidden, text)
     torch.testing.assert_close(
         unbiased, run(cross_attention, AttnProcessor2_0(), hidden, text), atol=ATOL, rtol=0
     )
@@ -159,17 +162,17 @@ def test_bias_scales_with_lambda_and_progress(cross_attention, generator):
 
 def test_one_fused_attention_call_per_layer(cross_attention, generator):
     hidden, text = frame_inputs(generator, 2 * FRAMES)
-    processor = causal_processor(random_intervention(generator))
-    cross_attention.set_processor(processor)
+    sequence = SequenceAttention(FRAMES, random_intervention(generator))
+    cross_attention.set_processor(CausalInterventionAttnProcessor())
     with CountSDPA() as counter, torch.no_grad():
-        cross_attention(hidden, encoder_hidden_states=text)
+        cross_attention(hidden, encoder_hidden_states=text, sequence=sequence)
     assert counter.calls == 1
 
 
 def test_batch_that_is_not_t_or_2t_is_refused(cross_attention, generator):
     hidden, text = frame_inputs(generator, FRAMES + 1)
     with pytest.raises(ValueError, match="expected T, or 2T"):
-        run(cross_attention, causal_processor(random_intervention(generator)), hidden, text)
+        run_causal(cross_attention, random_intervention(generator), hidden, text)
 
 
 def test_shared_first_frame_self_attention(generator):
@@ -177,9 +180,10 @@ def test_shared_first_frame_self_attention(generator):
     attn = Attention(query_dim=QUERY_DIM, heads=HEADS, dim_head=DIM_HEAD).eval()
     hidden = torch.randn(2 * FRAMES, NUM_QUERIES, QUERY_DIM, generator=generator)
     stock = run(attn, AttnProcessor2_0(), hidden)
-    state = SequenceAttentionState()
-    state.set_sequence(FRAMES, None)
-    shared = run(attn, SharedFrameAttnProcessor(state), hidden)
+    unshared = run(attn, SharedFrameAttnProcessor(), hidden, sequence=SequenceAttention(FRAMES))
+    assert torch.equal(unshared, stock)  # sharing is per call and off unless asked for
+    sequence = SequenceAttention(FRAMES, share_first_frame=True)
+    shared = run(attn, SharedFrameAttnProcessor(), hidden, sequence=sequence)
     first_frames = [0, FRAMES]  # frame 0 of the unconditional and of the conditional group
     torch.testing.assert_close(shared[first_frames], stock[first_frames], atol=ATOL, rtol=0)
     later = [f for f in range(2 * FRAMES) if f not in first_frames]
@@ -206,46 +210,76 @@ def unet_inputs(unet, batch: int, num_keys: int = NUM_KEYS):
     return sample, torch.tensor(500), text
 
 
-def test_installs_on_cross_attention_only_and_matches_stock_unet(unet):
+class WarningsOf(logging.Handler):
+    """Collects what diffusers logs (its library logger does not propagate to the root one)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger("diffusers").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("diffusers").removeHandler(self)
+
+
+def test_installs_stateless_processors_that_read_the_call(unet):
     stock_processors = unet.attn_processors
     sample, timestep, text = unet_inputs(unet, 2 * FRAMES)
-    with torch.no_grad():
-        stock = unet(sample, timestep, encoder_hidden_states=text).sample
-    state = install_causal_processors(unet, num_heads=HEADS)
+
+    def forward(sequence: SequenceAttention | None = None) -> torch.Tensor:
+        kwargs = None if sequence is None else {"sequence": sequence}
+        with torch.no_grad():
+            return unet(sample, timestep, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
+
+    stock = forward()
+    install_causal_processors(unet, num_heads=HEADS)
     try:
         installed = unet.attn_processors
         cross = [name for name in installed if name.endswith("attn2.processor")]
         assert cross and all(isinstance(installed[n], CausalInterventionAttnProcessor) for n in cross)
-        assert all(installed[n] is stock_processors[n] for n in installed if n not in cross)
-        assert all(isinstance(installed[n], AttnProcessor2_0) for n in installed if n not in cross)
+        assert all(isinstance(installed[n], SharedFrameAttnProcessor) for n in installed if n not in cross)
+        assert torch.equal(forward(), stock)  # a call without the argument is stock attention
 
-        state.set_sequence(FRAMES, neutral_intervention())
-        with torch.no_grad():
-            neutral = unet(sample, timestep, encoder_hidden_states=text).sample
+        with WarningsOf() as warnings:
+            neutral = forward(SequenceAttention(FRAMES, neutral_intervention()))
+            rows = random_intervention(torch.Generator().manual_seed(5), lam=1.5)
+            intervened = forward(SequenceAttention(FRAMES, rows))
+        assert warnings.messages == []  # every layer's processor takes the argument
         torch.testing.assert_close(neutral, stock, atol=ATOL, rtol=0)
-
-        state.set_sequence(FRAMES, random_intervention(torch.Generator().manual_seed(5), lam=1.5))
-        with torch.no_grad():
-            intervened = unet(sample, timestep, encoder_hidden_states=text).sample
         torch.testing.assert_close(intervened[:FRAMES], stock[:FRAMES], atol=ATOL, rtol=0)
         assert (intervened[FRAMES:] - stock[FRAMES:]).abs().max() > 1e-3
+        assert torch.equal(forward(), stock)  # and nothing of the intervention stayed behind
     finally:
         unet.set_attn_processor(stock_processors)
 
 
-def test_shared_first_frame_is_opt_in_and_undone_by_a_later_install(unet):
+def test_shared_first_frame_is_chosen_per_call(unet):
     stock_processors = unet.attn_processors
-
-    def self_attention():
-        return [p for n, p in unet.attn_processors.items() if n.endswith("attn1.processor")]
-
+    sample, timestep, text = unet_inputs(unet, 2 * FRAMES)
+    install_causal_processors(unet, num_heads=HEADS)
     try:
-        install_causal_processors(unet, num_heads=HEADS, share_first_frame=True)
-        assert self_attention() and all(isinstance(p, SharedFrameAttnProcessor) for p in self_attention())
-        install_causal_processors(unet, num_heads=HEADS)
-        assert all(type(p) is AttnProcessor2_0 for p in self_attention())
+        with torch.no_grad():
+            own, shared = (
+                unet(
+                    sample,
+                    timestep,
+                    encoder_hidden_states=text,
+                    cross_attention_kwargs={"sequence": SequenceAttention(FRAMES, share_first_frame=share)},
+                ).sample
+                for share in (False, True)
+            )
     finally:
         unet.set_attn_processor(stock_processors)
+    first_frames = [0, FRAMES]
+    torch.testing.assert_close(shared[first_frames], own[first_frames], atol=1e-5, rtol=0)
+    later = [f for f in range(2 * FRAMES) if f not in first_frames]
+    assert (shared[later] - own[later]).abs().max() > 1e-3
 
 
 def test_head_count_mismatch_is_a_clear_error(unet):

@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import REPO, run_module
+from conftest import run_module
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
-from causaldreamer.data.datamodule import CausalPairsDataModule
+from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
+from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
 from causaldreamer.errors import UserError
 from causaldreamer.loggers import CSVLogger
 from causaldreamer.module import CausalAdapterModule
@@ -24,8 +25,14 @@ def test_smoke_run_checkpoints_exports_and_logs(train_cfg, tmp_path):
     for split in ("val", "test"):
         for name in ("recall@1", "recall@5", "recall@10", "mrr", "unseen/recall@10", "zero_shot/recall@5"):
             assert 0.0 <= metrics[f"{split}/{name}"] <= 1.0, f"{split}/{name}"
+    for name in ("accuracy", "recall@5", "mrr", "zero_shot/accuracy", "zero_shot/recall@10"):
+        assert 0.0 <= metrics[f"val/ecare/{name}"] <= 1.0, name
+    gains = (metrics["val/recall@5"] - metrics["val/zero_shot/recall@5"]) + (
+        metrics["val/ecare/accuracy"] - metrics["val/ecare/zero_shot/accuracy"]
+    )
+    assert metrics["val/selection"] == pytest.approx(gains / 2, abs=1e-6)
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
-    assert len(list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))) == 1  # the best by val recall@5
+    assert len(list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))) == 1  # the best by val/selection
     adapter = CausalAdapter.from_pretrained(tmp_path / "adapter")
     assert adapter.num_parameters == 1_347_752 and adapter.dim == 384
     bank = EffectBank.load(tmp_path / "adapter")
@@ -34,6 +41,16 @@ def test_smoke_run_checkpoints_exports_and_logs(train_cfg, tmp_path):
     assert len(record["git_sha"]) >= 7 and record["config"]["model"]["lam"] == 0.7
     assert list((tmp_path / "wandb").glob("offline-run-*")), "W&B offline run missing"
     assert "val/recall@5" in (tmp_path / "csv" / "metrics.csv").read_text()
+
+
+def test_training_on_both_sources(train_cfg, tmp_path):
+    """data=causallite10k_ecare with the per-source bank softmax: trains, validates on both sources, and
+    exports CausalLite10K's effects alone as the generation bank."""
+    metrics = train(
+        train_cfg("data=causallite10k_ecare", "model.bank_scope=per_source", "trainer.max_epochs=1")
+    )
+    assert math.isfinite(metrics["val/selection"]) and 0.0 <= metrics["val/ecare/accuracy"] <= 1.0
+    assert len(EffectBank.load(tmp_path / "adapter")) == 5131
 
 
 def test_resume_from_last_checkpoint(train_cfg, tmp_path):
@@ -64,22 +81,21 @@ def test_cli_overrides_and_multirun(cli_env, tmp_path):
     common = [
         "+experiment=smoke",
         "trainer.max_epochs=1",
-        f"paths.log_dir={tmp_path}",
         "logger=csv",
         "test=false",
     ]
     single = run_module(
-        "causaldreamer.train", [*common, "model.lam=0.5", "data.batch_size=64"], cli_env, REPO
+        "causaldreamer.train", [*common, "model.lam=0.5", "data.batch_size=64"], cli_env, tmp_path
     )
     assert single.returncode == 0, single.stderr[-2000:]
-    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     config = yaml.safe_load((run_dir / "run.yaml").read_text())["config"]
     assert config["model"]["lam"] == 0.5 and config["data"]["batch_size"] == 64
     assert (run_dir / "adapter" / "model.safetensors").is_file()
 
-    multi = run_module("causaldreamer.train", ["-m", *common, "model.lam=0.6,0.9"], cli_env, REPO)
+    multi = run_module("causaldreamer.train", ["-m", *common, "model.lam=0.6,0.9"], cli_env, tmp_path)
     assert multi.returncode == 0, multi.stderr[-2000:]
-    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     lams = sorted(
         yaml.safe_load((sweep_dir / job / "run.yaml").read_text())["config"]["model"]["lam"]
         for job in ("0", "1")
@@ -98,7 +114,7 @@ def test_cli_overrides_and_multirun(cli_env, tmp_path):
 )
 def test_bad_overrides_exit_2_with_one_line(cli_env, tmp_path, override, message):
     result = run_module(
-        "causaldreamer.train", ["+experiment=smoke", f"paths.log_dir={tmp_path}", override], cli_env, REPO
+        "causaldreamer.train", ["+experiment=smoke", override], cli_env, tmp_path
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
@@ -128,17 +144,87 @@ def test_contrastive_losses_start_at_temperature_0_07(small_datamodule):
     assert terms["retrieval"].item() == pytest.approx(bank_softmax_at(module, batch, 0.07), rel=1e-5)
 
 
-def test_temperature_never_falls_below_its_floor(small_datamodule):
-    """A log scale pushed past ln(1/min_temperature) is clamped: the loss is computed at T = min_temperature."""
-    module = CausalAdapterModule(CausalAdapter(), min_temperature=0.05).eval()
+def test_temperature_is_clamped_on_its_parameter_after_each_step(small_datamodule):
+    """A log scale pushed past ln(1/min_temperature) is brought back to it by the optimizer step, on the
+    parameter itself (as CLIP does); the loss then runs at T = min_temperature and still has a gradient in
+    the log scale, so the temperature can rise again (a clamp inside the loss had none)."""
+    module = CausalAdapterModule(CausalAdapter(), min_temperature=0.05)
     module.attach_bank(small_datamodule)
     with torch.no_grad():
         module.logit_scale.fill_(math.log(1 / 0.001))
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=small_datamodule)
+    assert module.logit_scale.item() == pytest.approx(math.log(20), abs=1e-6)  # 1 / 0.05
+    assert module.gate_logit_scale.item() <= math.log(20) + 1e-6
+    module.eval()
     batch = next(iter(small_datamodule.train_dataloader()))
-    expected = bank_softmax_at(module, batch, 0.05)
-    assert module.loss_terms(batch)["retrieval"].item() == pytest.approx(expected, rel=1e-5)
+    loss = module.loss_terms(batch)["retrieval"]
+    assert loss.item() == pytest.approx(bank_softmax_at(module, batch, 0.05), rel=1e-5)
+    loss.backward()
+    assert module.logit_scale.grad.abs().item() > 0
     with pytest.raises(UserError, match="model.min_temperature must be in"):
         CausalAdapterModule(CausalAdapter(), temperature=0.07, min_temperature=0.1)
+
+
+def test_seen_effects_are_those_of_the_rows_trained_on(small_datamodule):
+    train = small_datamodule.pairs.rows.iloc[small_datamodule.pairs.splits["train"][:128]]
+    seen = [small_datamodule.bank.texts[i] for i in small_datamodule.seen_effects.nonzero().flatten()]
+    assert set(seen) == set(train["effect"])  # data.limit_train=128: not all 7,999 training rows
+
+
+@pytest.fixture(scope="module")
+def mixed_datamodule(data_dir, ecare_dir, cache_dir, minilm) -> CausalPairsDataModule:
+    datamodule = CausalPairsDataModule(
+        data_dir,
+        cache_dir,
+        minilm,
+        free_cause_prob=1.0,
+        limit_train=64,
+        limit_eval=32,
+        ecare_dir=ecare_dir,
+        ecare_batch_size=8,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_each_batch_mixes_in_ecare_rows(mixed_datamodule):
+    """32 CausalLite10K rows then 8 e-CARE rows (link type causal, their effects after the bank's), the
+    same draw on every pass over an epoch; the generation bank stays CausalLite10K's."""
+    datamodule = mixed_datamodule
+    first, again = (next(iter(datamodule.train_dataloader())) for _ in range(2))
+    assert len(first["cause"]) == 40 and first["source"].tolist() == [0] * 32 + [1] * 8
+    assert all(torch.equal(first[key], again[key]) for key in first)
+    ecare = first["effect_id"][32:]
+    assert (first["link_type"][32:] == 0).all() and (ecare >= len(datamodule.bank)).all()
+    assert datamodule.seen_effects[ecare].all() and (datamodule.effect_source[ecare] == 1).all()
+    assert len(datamodule.bank) == 5131 and len(datamodule.train_dataloader()) == 2  # no added steps
+
+
+def test_gate_tokens_are_those_of_the_cause_the_row_used(mixed_datamodule, cache_dir, minilm):
+    """free_cause_prob=1: every CausalLite10K row feeds its free-form phrasing, to the adapter and to the
+    gate loss's composed prompt alike."""
+    datamodule = mixed_datamodule
+    batch = next(iter(datamodule.train_dataloader()))
+    rows = datamodule.pairs.rows.iloc[datamodule.pairs.splits["train"][:64]]
+    order = [int(i) for i in EpochShuffle(datamodule.datasets["train"], datamodule.seed)][:32]
+    part = rows.iloc[order]
+    cache = EmbeddingCache(cache_dir, minilm)
+    torch.testing.assert_close(batch["cause"][:32], cache.sentences(part["free_cause"].tolist()))
+    tokens = cache.prompt_tokens(
+        datamodule.template, list(zip(part["free_cause"], part["effect"], strict=True))
+    )
+    length = tokens.states.shape[1]
+    torch.testing.assert_close(batch["token_states"][:32, :length], tokens.states.float())
+    assert torch.equal(batch["token_spans"][:32, :length], tokens.span_ids)
+    assert (batch["token_spans"][:32, length:] == PAD_SPAN).all()
 
 
 class StepLosses(L.Callback):

@@ -1,7 +1,8 @@
 """LightningDataModule serving cause-effect pairs as cached tensors (DESIGN 2, 3, 6.1).
 
 Every text is encoded once into the embedding cache in ``setup``; batches are gathered from tensors,
-so the training loop never tokenizes or runs the encoder.
+so the training loop never tokenizes or runs the encoder. CausalLite10K is the primary source; e-CARE
+(``ecare_dir``) adds a free-form validation set and, with ``ecare_batch_size`` > 0, training pairs.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from causaldreamer.adapter import LINK_TYPES
 from causaldreamer.bank import EffectBank
-from causaldreamer.data.embedding_cache import EmbeddingCache, TokenStates
+from causaldreamer.data.ecare import ECARE_FILE, fetch_ecare, load_ecare, split_by_premise
+from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache, pad_dim1
 from causaldreamer.data.files import CausalPairs, fetch_dataset, load_dataset
 from causaldreamer.encoders import TextEncoder
 from causaldreamer.errors import UserError
@@ -23,12 +26,28 @@ from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
+SOURCES = ("causallite10k", "ecare")  # a training row's ``source`` is its index here
+
 
 class PairBatches(Dataset):
-    """Rows of cached tensors; ``__getitems__`` gathers a whole batch with one index per tensor."""
+    """Rows of cached tensors; ``__getitems__`` gathers a whole batch with one index per tensor.
 
-    def __init__(self, tensors: dict[str, torch.Tensor], free_cause_prob: float = 0.0, seed: int = 0):
+    A row may hold a second view of its cause (``free_cause``, with ``free_token_*`` states) that
+    replaces the terse one with probability ``free_cause_prob``, token states included, so the gate
+    loss sees the cause the row used. ``mixed`` adds ``mixed_per_batch`` rows of another source to every
+    batch, drawn at random: mixing adds rows to each step, not steps to the epoch.
+    """
+
+    def __init__(
+        self,
+        tensors: dict[str, torch.Tensor],
+        free_cause_prob: float = 0.0,
+        seed: int = 0,
+        mixed: PairBatches | None = None,
+        mixed_per_batch: int = 0,
+    ):
         self.tensors, self.free_cause_prob, self.seed = tensors, free_cause_prob, seed
+        self.mixed, self.mixed_per_batch = mixed, mixed_per_batch
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -36,22 +55,51 @@ class PairBatches(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         index = torch.as_tensor(indices)
-        batch = {
-            key: value.index_select(0, index) for key, value in self.tensors.items() if key != "free_cause"
-        }
-        if "free_cause" in self.tensors:
-            # Per-row coin flip from (seed, epoch, rows): reproducible, also after a resume.
-            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index[0].item())) % 2**62)
-            use_free = torch.rand(len(index), generator=generator) < self.free_cause_prob
-            batch["cause"] = torch.where(
-                use_free[:, None], self.tensors["free_cause"].index_select(0, index), batch["cause"]
-            )
+        batch = {key: value.index_select(0, index) for key, value in self.tensors.items()}
+        # Draws from (seed, epoch, rows): reproducible, also after a resume.
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index[0].item())) % 2**62)
+        if "free_cause" in batch:
+            _use_free_view(batch, torch.rand(len(index), generator=generator) < self.free_cause_prob)
+        if self.mixed is not None:
+            rows = torch.randint(len(self.mixed), (self.mixed_per_batch,), generator=generator)
+            other = {key: value.index_select(0, rows) for key, value in self.mixed.tensors.items()}
+            batch = _concat_rows(batch, other)
         if "token_states" in batch:
-            batch["token_states"] = batch["token_states"].float()
+            length = int((batch["token_spans"] != PAD_SPAN).sum(dim=1).max())  # this batch's longest
+            batch["token_states"] = batch["token_states"][:, :length].float()
+            batch["token_spans"] = batch["token_spans"][:, :length]
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+
+def _padded_tokens(*parts: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each part's (token_states, token_spans), padded to the longest of them."""
+    length = max(p["token_states"].shape[1] for p in parts)
+    return [
+        (pad_dim1(p["token_states"], length, 0), pad_dim1(p["token_spans"], length, PAD_SPAN)) for p in parts
+    ]
+
+
+def _use_free_view(batch: dict[str, torch.Tensor], use_free: torch.Tensor) -> None:
+    """Replace the cause (and its token states) by the free-form view where ``use_free``; in place."""
+    batch["cause"] = torch.where(use_free[:, None], batch.pop("free_cause"), batch["cause"])
+    if "free_token_states" in batch:
+        free = {"token_states": batch.pop("free_token_states"), "token_spans": batch.pop("free_token_spans")}
+        (states, spans), (free_states, free_spans) = _padded_tokens(batch, free)
+        batch["token_states"] = torch.where(use_free[:, None, None], free_states, states)
+        batch["token_spans"] = torch.where(use_free[:, None], free_spans, spans)
+
+
+def _concat_rows(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The rows of two batches with the same keys in one, token tensors padded to a common length."""
+    out = {key: torch.cat([first[key], second[key]]) for key in first if "token_" not in key}
+    if "token_states" in first:
+        (states, spans), (other_states, other_spans) = _padded_tokens(first, second)
+        out["token_states"] = torch.cat([states, other_states])
+        out["token_spans"] = torch.cat([spans, other_spans])
+    return out
 
 
 class EpochShuffle(Sampler[int]):
@@ -90,65 +138,146 @@ class CausalPairsDataModule(L.LightningDataModule):
         limit_train: int | None = None,
         limit_eval: int | None = None,
         seed: int = 42,
+        ecare_dir: str | None = None,
+        ecare_val_fraction: float = 0.1,
+        ecare_split_seed: int = 0,
+        ecare_batch_size: int = 0,
     ):
         super().__init__()
         if int(batch_size) < 1:
             raise UserError(f"data.batch_size must be >= 1, got {batch_size}")
         if not 0.0 <= float(free_cause_prob) <= 1.0:
             raise UserError(f"data.free_cause_prob must be in [0, 1], got {free_cause_prob}")
+        if not 0.0 < float(ecare_val_fraction) < 1.0:
+            raise UserError(f"data.ecare_val_fraction must be in (0, 1), got {ecare_val_fraction}")
+        if int(ecare_batch_size) < 0:
+            raise UserError(f"data.ecare_batch_size must be >= 0, got {ecare_batch_size}")
+        if ecare_batch_size and not ecare_dir:
+            raise UserError("data.ecare_batch_size > 0 trains on e-CARE, which needs data.ecare_dir; set it")
         self.data_dir, self.cache_dir, self.encoder = Path(data_dir), Path(cache_dir), encoder
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.template, self.free_cause_prob, self.gate_tokens = template, free_cause_prob, gate_tokens
         self.download, self.seed = download, seed
         self.limit_train, self.limit_eval = limit_train, limit_eval
+        self.ecare_dir = Path(ecare_dir) if ecare_dir else None
+        self.ecare_val_fraction, self.ecare_split_seed = float(ecare_val_fraction), int(ecare_split_seed)
+        self.ecare_batch_size = int(ecare_batch_size)
         self.pairs: CausalPairs | None = None
-        self.bank: EffectBank | None = None
+        self.bank: EffectBank | None = None  # CausalLite10K's effects: val/test ranking and generation
+        self.effects: EffectBank | None = None  # the bank's effects, then e-CARE's trained on
+        self.effect_source: torch.Tensor | None = None  # [N_effects] index into SOURCES
+        self.seen_effects: torch.Tensor | None = None  # [N_effects] bool, effect of a row trained on
+        self.ecare_bank: torch.Tensor | None = None  # [M, d] the e-CARE validation effects
         self.datasets: dict[str, PairBatches] = {}
-        self.seen_effects: torch.Tensor | None = None  # [N_bank] bool, effect occurs in train
 
     def prepare_data(self) -> None:
         fetch_dataset(self.data_dir, download=self.download)
+        if self.ecare_dir:
+            fetch_ecare(self.ecare_dir, download=self.download)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         self.pairs = load_dataset(self.data_dir)
-        rows, splits = self.pairs.rows, dict(self.pairs.splits)
-        if self.limit_train:
-            splits["train"] = splits["train"][: self.limit_train]
-        if self.limit_eval:
-            splits = {k: v[: self.limit_eval] if k != "train" else v for k, v in splits.items()}
+        rows, splits = self.pairs.rows, self.pairs.splits
+        parts = {name: rows.iloc[self._limited(name, indices)] for name, indices in splits.items()}
+        ecare = self._ecare_parts()
         cache = EmbeddingCache(self.cache_dir, self.encoder)
-        # The bank holds every unique effect of the whole table, in first-appearance order.
-        effects = list(dict.fromkeys(rows["effect"]))
-        self.bank = EffectBank(effects, cache.sentences(effects), self.encoder.identity)
-        effect_id = {text: i for i, text in enumerate(effects)}
-        self.seen_effects = torch.zeros(len(effects), dtype=torch.bool)
-        self.seen_effects[[effect_id[e] for e in rows["effect"].iloc[self.pairs.splits["train"]]]] = True
-        for split, indices in splits.items():
-            part = rows.iloc[indices]
-            tensors = {
-                "cause": cache.sentences(part["cause"].tolist()),
-                "effect": self.bank.embeddings[[effect_id[e] for e in part["effect"]]],
-                "effect_id": torch.tensor([effect_id[e] for e in part["effect"]]),
-                "link_type": torch.tensor([LINK_TYPES.index(t) for t in part["link_type"]]),
-            }
-            if split == "train":
-                if self.free_cause_prob > 0:
-                    tensors["free_cause"] = cache.sentences(part["free_cause"].tolist())
-                if self.gate_tokens:
-                    tokens: TokenStates = cache.prompt_tokens(
-                        self.template, list(zip(part["cause"], part["effect"], strict=True))
-                    )
-                    tensors["token_states"], tensors["token_spans"] = tokens.states, tokens.span_ids
-            self.datasets[split] = PairBatches(
-                tensors, self.free_cause_prob if split == "train" else 0, self.seed
-            )
+        trained_on = [parts["train"]] + ([ecare["train"]] if self.ecare_batch_size else [])
+        effect_id = self._index_effects(cache, trained_on)
+        mixed = None
+        if self.ecare_batch_size:
+            mixed = PairBatches(self._pair_tensors(cache, ecare["train"], effect_id, source=1, train=True))
+        train = self._pair_tensors(cache, parts.pop("train"), effect_id, source=0, train=True)
+        self.datasets["train"] = PairBatches(
+            train, self.free_cause_prob, self.seed, mixed, self.ecare_batch_size
+        )
+        for split, part in parts.items():
+            tensors = self._pair_tensors(cache, part, effect_id, source=0, train=False)
+            self.datasets[split] = PairBatches(tensors | {"row": torch.arange(len(part))})
+        if ecare:
+            self.datasets["ecare_val"] = self._free_form_validation(cache, ecare["val"])
         log.info(
-            "CausalLite10K: %s rows, effect bank of %d, %d effects seen in train",
+            "rows %s; effect bank of %d; %d effects trained on (%d of e-CARE); %d e-CARE rows in each batch",
             {k: len(v) for k, v in self.datasets.items()},
-            len(effects),
+            len(self.bank),
             int(self.seen_effects.sum()),
+            int(self.seen_effects[self.effect_source == 1].sum()),
+            self.ecare_batch_size,
+        )
+
+    def _index_effects(self, cache: EmbeddingCache, trained_on: list[pd.DataFrame]) -> dict[str, int]:
+        """The bank (every unique CausalLite10K effect, in first-appearance order: val/test ranking and
+        generation), the effect table (the bank, then e-CARE's effects trained on), each effect's source
+        and whether a row trained on has it; returns each effect text's index in the table."""
+        bank_texts = list(dict.fromkeys(self.pairs.rows["effect"]))
+        self.bank = EffectBank(bank_texts, cache.sentences(bank_texts), self.encoder.identity)
+        known = set(bank_texts)
+        extra = list(dict.fromkeys(e for frame in trained_on[1:] for e in frame["effect"] if e not in known))
+        embeddings = (
+            torch.cat([self.bank.embeddings, cache.sentences(extra)]) if extra else self.bank.embeddings
+        )
+        self.effects = EffectBank(bank_texts + extra, embeddings, self.encoder.identity)
+        self.effect_source = torch.tensor([0] * len(bank_texts) + [1] * len(extra))
+        effect_id = {text: i for i, text in enumerate(self.effects.texts)}
+        self.seen_effects = torch.zeros(len(effect_id), dtype=torch.bool)
+        self.seen_effects[[effect_id[e] for frame in trained_on for e in frame["effect"]]] = True
+        return effect_id
+
+    def _limited(self, split: str, indices):
+        limit = self.limit_train if split == "train" else self.limit_eval
+        return indices[:limit] if limit else indices
+
+    def _ecare_parts(self) -> dict[str, pd.DataFrame]:
+        """e-CARE's rows split by premise into train and val (``ecare_val_fraction`` of the premises,
+        drawn with ``ecare_split_seed``), each limited like CausalLite10K's splits; {} without e-CARE."""
+        if not self.ecare_dir:
+            return {}
+        frame = load_ecare(self.ecare_dir / ECARE_FILE)
+        split = split_by_premise(frame, self.ecare_val_fraction, self.ecare_split_seed)
+        return {name: frame.iloc[self._limited(name, indices)] for name, indices in split.items()}
+
+    def _pair_tensors(self, cache, part: pd.DataFrame, effect_id: dict, source: int, train: bool) -> dict:
+        """Tensors of (cause, effect) rows; training rows add the free-form view and the token states."""
+        ids = [effect_id[e] for e in part["effect"]]
+        link = part["link_type"] if "link_type" in part else ["causal"] * len(part)  # e-CARE's are causal
+        tensors = {
+            "cause": cache.sentences(part["cause"].tolist()),
+            "effect": self.effects.embeddings[ids],
+            "effect_id": torch.tensor(ids),
+            "link_type": torch.tensor([LINK_TYPES.index(t) for t in link]),
+        }
+        if not train:
+            return tensors
+        tensors["source"] = torch.full((len(part),), source)
+        views = [("", part["cause"])]
+        if "free_cause" in part and self.free_cause_prob > 0:
+            tensors["free_cause"] = cache.sentences(part["free_cause"].tolist())
+            views.append(("free_", part["free_cause"]))
+        if self.gate_tokens:
+            for prefix, causes in views:
+                tokens = cache.prompt_tokens(self.template, list(zip(causes, part["effect"], strict=True)))
+                tensors[f"{prefix}token_states"] = tokens.states
+                tensors[f"{prefix}token_spans"] = tokens.span_ids
+        return tensors
+
+    def _free_form_validation(self, cache, part: pd.DataFrame) -> PairBatches:
+        """e-CARE's val rows: the right and the wrong pair; ``effect_id`` indexes ``ecare_bank``, every
+        unique effect of these rows, which retrieval ranks against."""
+        texts = list(dict.fromkeys(part["effect"]))
+        self.ecare_bank = cache.sentences(texts)
+        index = {text: i for i, text in enumerate(texts)}
+        ids = torch.tensor([index[e] for e in part["effect"]])
+        return PairBatches(
+            {
+                "cause": cache.sentences(part["cause"].tolist()),
+                "effect": self.ecare_bank[ids],
+                "effect_id": ids,
+                "wrong_cause": cache.sentences(part["wrong_cause"].tolist()),
+                "wrong_effect": cache.sentences(part["wrong_effect"].tolist()),
+                "link_type": torch.full((len(part),), LINK_TYPES.index("causal")),
+                "row": torch.arange(len(part)),
+            }
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -164,8 +293,11 @@ class CausalPairsDataModule(L.LightningDataModule):
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=_collate)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """CausalLite10K's val split; with e-CARE, its val part as the second loader (index 1)."""
+        if "ecare_val" not in self.datasets:
+            return self._eval_loader("val")
+        return [self._eval_loader("val"), self._eval_loader("ecare_val")]
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

@@ -43,6 +43,7 @@ class EmbeddingCache:
         self.encoder = encoder
         self.folder = Path(cache_dir) / encoder.identity
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._loaded: dict[Path, tuple[dict[str, int], dict[str, torch.Tensor]]] = {}  # read once per file
 
     def sentences(self, texts: list[str]) -> torch.Tensor:
         """[len(texts), d] unit-norm embeddings, in the order given."""
@@ -50,17 +51,21 @@ class EmbeddingCache:
         return tensors["embeddings"][[keys[t] for t in texts]].float()
 
     def prompt_tokens(self, template: str, pairs: list[tuple[str, str]]) -> TokenStates:
-        """Token states and span ids of ``template`` filled with each (cause, effect) pair."""
+        """Token states and span ids of ``template`` filled with each (cause, effect) pair, padded to the
+        longest of these prompts (the file is padded to the longest it holds)."""
         texts = [json.dumps(pair) for pair in pairs]
         name = f"tokens-{_short_hash(template)}"
         keys, tensors = self._update(name, texts, lambda batch: self._encode_prompts(template, batch))
         rows = [keys[t] for t in texts]
-        return TokenStates(tensors["states"][rows], tensors["span_ids"][rows].long())
+        span_ids = tensors["span_ids"][rows].long()
+        length = int((span_ids != PAD_SPAN).sum(dim=1).max()) if rows else 0
+        return TokenStates(tensors["states"][rows, :length], span_ids[:, :length])
 
     def _update(self, name: str, texts: list[str], encode) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
         path = self.folder / f"{name}.safetensors"
-        keys, tensors = self._load(path)
+        keys, tensors = self._loaded.get(path) or self._load(path)
         if all(t in keys for t in texts):
+            self._loaded[path] = keys, tensors
             return keys, tensors
         with FileLock(str(path) + ".lock"):
             keys, tensors = self._load(path)  # another job may have finished it while we waited
@@ -73,6 +78,7 @@ class EmbeddingCache:
                     save_file(tensors, str(tmp), metadata={"texts": json.dumps(texts_all)})
                 keys = {t: i for i, t in enumerate(texts_all)}
                 log.info("embedding cache %s: encoded %d new text(s)", path, len(missing))
+        self._loaded[path] = keys, tensors
         return keys, tensors
 
     def _load(self, path: Path) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
@@ -134,12 +140,13 @@ def _concat(*parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if tensors[0].dim() > 1 and key != "embeddings":
             length = max(t.shape[1] for t in tensors)
             fill = PAD_SPAN if key == "span_ids" else 0
-            tensors = [_pad_dim1(t, length, fill) for t in tensors]
+            tensors = [pad_dim1(t, length, fill) for t in tensors]
         out[key] = torch.cat(tensors).contiguous()
     return out
 
 
-def _pad_dim1(tensor: torch.Tensor, length: int, fill: int) -> torch.Tensor:
+def pad_dim1(tensor: torch.Tensor, length: int, fill: int) -> torch.Tensor:
+    """``tensor`` padded with ``fill`` along dim 1 to ``length``."""
     pad = length - tensor.shape[1]
     if pad == 0:
         return tensor

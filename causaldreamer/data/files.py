@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from causaldreamer.adapter import LINK_TYPES
+from causaldreamer.data.phrasing import free_phrasing
 from causaldreamer.errors import UserError
 from causaldreamer.io import atomic_path
 
@@ -58,26 +59,29 @@ def fetch_dataset(data_dir: str | Path, download: bool = True) -> Path:
             f"CausalLite10K files missing in {data_dir}: {', '.join(missing)}; copy the data/ folder of "
             "namrata-patel/causal-dreamer there, or set data.data_dir (or CAUSALDREAMER_DATA_DIR)"
         )
+    fix = (
+        "copy the CausalLite10K files there, or set data.data_dir (or CAUSALDREAMER_DATA_DIR) to the folder "
+        "that has them"
+    )
     for name in missing:
-        _download(name, data_dir / name)
+        download_pinned(SOURCE_URL.format(name=name), data_dir / name, PINNED_SHA256[name], fix)
     verify_checksums(data_dir)
     return data_dir
 
 
-def _download(name: str, path: Path) -> None:
-    url = SOURCE_URL.format(name=name)
+def download_pinned(url: str, path: Path, expected_sha256: str, fix: str) -> None:
+    """Fetch ``url`` into ``path`` atomically, refusing content whose checksum is not the pinned one."""
     try:
         with urllib.request.urlopen(url, timeout=30) as response:
             payload = response.read()
     except OSError as err:
         raise UserError(
-            f"{name} is not in {path.parent} and could not be downloaded ({err}); copy the CausalLite10K "
-            f"files there, or set data.data_dir (or CAUSALDREAMER_DATA_DIR) to the folder that has them"
+            f"{path.name} is not in {path.parent} and could not be downloaded ({err}); {fix}"
         ) from None
     digest = hashlib.sha256(payload).hexdigest()
-    if digest != PINNED_SHA256[name]:
+    if digest != expected_sha256:
         raise UserError(
-            f"downloaded {name} has sha256 {digest[:12]}..., expected {PINNED_SHA256[name][:12]}..."
+            f"downloaded {path.name} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}... ({url})"
         )
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
@@ -127,7 +131,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
 
 def load_pairs(path: str | Path) -> pd.DataFrame:
-    """The pair table with ``strength`` as float and ``free_cause``: the prompt's first clause."""
+    """The pair table with ``strength`` as float and ``free_cause``: the prompt's phrasing of the cause."""
     path = Path(path)
     frame = _read_csv(path, PAIR_COLUMNS)
     unknown = sorted(set(frame["link_type"]) - set(LINK_TYPES))
@@ -143,9 +147,11 @@ def load_pairs(path: str | Path) -> pd.DataFrame:
     frame = frame.assign(strength=strength.astype(float))
     for column in ("prompt", "cause", "effect"):
         frame[column] = frame[column].str.strip()
-    # Users type free-form sentences: the prompt's first clause ("A rock rolls down a slope") is a
-    # natural-language phrasing of the terse cause, used as a training view (DESIGN 7, pitfall).
-    frame["free_cause"] = frame["prompt"].str.split(",", n=1).str[0].str.strip()
+    # Users type free-form sentences: the prompt cut before its effect ("A rock rolls down a slope") is a
+    # natural-language phrasing of the terse cause, used as a training view (DESIGN 7, both pitfalls).
+    frame["free_cause"] = [
+        free_phrasing(*row) for row in zip(frame["prompt"], frame["cause"], frame["effect"], strict=True)
+    ]
     return frame.reset_index(drop=True)
 
 

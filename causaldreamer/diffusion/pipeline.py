@@ -2,8 +2,9 @@
 
 The adapter runs once per sequence, in its own encoder space: it predicts the effect direction (for
 retrieval and ordering) and the gates and bias (for the UNet). Only token spans, gates and bias reach the
-UNet, through the cross-attention processors; the pipeline then renders all T frames in ONE batched call
-from the same initial latent, so the subject's identity comes from the shared noise and prompt prefix.
+UNet, as an argument of the pipeline call that its cross-attention processors read; the pipeline renders
+all T frames in ONE batched call from the same initial latent, so the subject's identity comes from the
+shared noise and prompt prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from PIL import Image
 
 from causaldreamer.adapter import LINK_TYPES, AdapterOutput
 from causaldreamer.diffusion.adapter_folder import AdapterFolder
-from causaldreamer.diffusion.processor import CrossAttentionIntervention, install_causal_processors
+from causaldreamer.diffusion.processor import (
+    CrossAttentionIntervention,
+    SequenceAttention,
+    install_causal_processors,
+)
 from causaldreamer.diffusion.settings import check_cause, check_settings
 from causaldreamer.diffusion.spans import frame_prompts_and_spans
 from causaldreamer.encoders import TextEncoder
@@ -96,12 +101,7 @@ class CausalSequenceGenerator:
         self.height, self.width = height or default_size, width or default_size
         if self.height % 8 or self.width % 8:
             raise UserError(f"height={self.height}, width={self.width}: both must be multiples of 8")
-        self.state = install_causal_processors(pipe.unet, adapter.num_heads, share_first_frame)
-        self.processors = pipe.unet.attn_processors
-
-    def activate(self) -> None:
-        """Put this generator's processors back on the UNet: another generator may share the pipeline."""
-        self.pipe.unet.set_attn_processor(dict(self.processors))  # diffusers empties the dict it is given
+        install_causal_processors(pipe.unet, adapter.num_heads)
 
     @torch.inference_mode()
     def plan(self, cause: str) -> SequencePlan:
@@ -136,6 +136,10 @@ class CausalSequenceGenerator:
             lam=self.lam,
         )
 
+    def attention(self, plan: SequencePlan) -> SequenceAttention:
+        """What the processors read during this sequence's pipeline call (passed with the call)."""
+        return SequenceAttention(self.num_frames, self.intervention(plan), self.share_first_frame)
+
     def progress(self, plan: SequencePlan) -> list[float]:
         """Progression weight a_f of each frame: (f+1)/T, or 1 everywhere with ``progression`` off."""
         return plan.retrieved.progress if self.progression else [1.0] * self.num_frames
@@ -155,22 +159,19 @@ class CausalSequenceGenerator:
         return torch.cat(latents).to(unet.device, unet.dtype)
 
     def render(self, plan: SequencePlan, seed: int):
-        """All frames in one batched pipeline call, the intervention set on the processors for its duration."""
-        self.activate()
-        self.state.set_sequence(self.num_frames, self.intervention(plan))
-        try:
-            return self.pipe(
-                prompt=plan.prompts,
-                height=self.height,
-                width=self.width,
-                num_inference_steps=self.num_inference_steps,
-                guidance_scale=self.guidance_scale,
-                latents=self.initial_latents(seed),
-                generator=torch.Generator().manual_seed(seed),
-                output_type="pil",
-            )
-        finally:
-            self.state.clear()
+        """All frames in one batched pipeline call; the intervention travels with the call, so generators
+        sharing the pipeline never see each other's."""
+        return self.pipe(
+            prompt=plan.prompts,
+            height=self.height,
+            width=self.width,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            latents=self.initial_latents(seed),
+            generator=torch.Generator().manual_seed(seed),
+            output_type="pil",
+            cross_attention_kwargs={"sequence": self.attention(plan)},
+        )
 
     def generate(self, cause: str, seed: int) -> GeneratedSequence:
         plan = self.plan(cause)

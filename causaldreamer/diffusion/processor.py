@@ -1,21 +1,23 @@
 """Attention processors that put the causal intervention (DESIGN 5, 6.4) into a diffusers UNet.
 
-Cross-attention (``attn2``) layers get ``CausalInterventionAttnProcessor``: the conditional rows of the
-batch attend through the intervention function (its key scale and logit bias computed once per
-sequence, then one SDPA call per layer), the unconditional half of classifier-free guidance
-through the same call with gates 1 and bias 0, which is exactly diffusers' ``AttnProcessor2_0``.
-Self-attention (``attn1``) layers stay stock unless shared frame-0 attention is asked for.
-All per-sequence inputs live in one ``SequenceAttentionState`` that every processor of the UNet shares,
-so they are set once per sequence and reused at every layer and denoising step.
+The per-sequence inputs travel with each pipeline call, as diffusers' ``cross_attention_kwargs``
+(``{"sequence": SequenceAttention(...)}``), so the installed processors hold no state: generators that
+share one pipeline cannot see each other's intervention, and a call without the argument is stock
+attention. Cross-attention (``attn2``) layers get ``CausalInterventionAttnProcessor``: the conditional
+rows attend through the intervention function (its key scale and logit bias computed once per call, then
+one SDPA call per layer), the unconditional half of classifier-free guidance with gates 1 and bias 0,
+which is exactly diffusers' ``AttnProcessor2_0``. Self-attention (``attn1``) layers get
+``SharedFrameAttnProcessor``, stock unless the call asks for shared frame-0 attention; it is installed
+so that every layer accepts the argument (diffusers warns about processors that do not).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.attention_processor import Attention
 
 from causaldreamer.errors import UserError
 from causaldreamer.intervention import (
@@ -41,6 +43,18 @@ class CrossAttentionIntervention:
     @property
     def num_frames(self) -> int:
         return self.span_ids.shape[0]
+
+    def frame(self, f: int) -> CrossAttentionIntervention:
+        """Frame f's row alone, for a pipeline call that renders one frame."""
+        one = slice(f, f + 1)
+        return replace(
+            self,
+            span_ids=self.span_ids[one],
+            q_gate=self.q_gate[one],
+            k_gate=self.k_gate[one],
+            bias=self.bias[one],
+            progress=self.progress[one],
+        )
 
     @classmethod
     def neutral(
@@ -70,65 +84,59 @@ class CrossAttentionIntervention:
         )
 
 
-class SequenceAttentionState:
-    """What the processors of one UNet read during a sequence: its frame count and intervention."""
+@dataclass
+class SequenceAttention:
+    """What the processors read during one pipeline call: its frame count, its intervention (None: stock
+    cross-attention) and whether self-attention shares frame 0. Made per call, never shared between
+    calls; it keeps the key scale and bias it computes, since every layer at every step asks for the
+    same."""
 
-    def __init__(self):
-        self.num_frames = 1
-        self._intervention: CrossAttentionIntervention | None = None
-        self._key_scales: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    num_frames: int
+    intervention: CrossAttentionIntervention | None = None
+    share_first_frame: bool = False
+    _key_scales: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def set_sequence(self, num_frames: int, intervention: CrossAttentionIntervention | None) -> None:
-        if intervention is not None and intervention.num_frames != num_frames:
-            raise ValueError(f"intervention has {intervention.num_frames} rows for {num_frames} frames")
-        self.num_frames, self._intervention = num_frames, intervention
-        self._key_scales.clear()
-
-    def clear(self) -> None:
-        """Back to stock attention."""
-        self.set_sequence(1, None)
+    def __post_init__(self):
+        if self.intervention is not None and self.intervention.num_frames != self.num_frames:
+            raise ValueError(
+                f"intervention has {self.intervention.num_frames} rows for {self.num_frames} frames"
+            )
 
     def key_scale_and_bias(
-        self, batch_size: int, num_keys: int, num_heads: int, device
+        self, batch_size: int, num_keys: int, num_heads: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The intervention's per-key scale and logit bias [B,H,Nk] for a UNet batch of T rows (no
-        guidance) or 2T rows [uncond; cond]; computed once per sequence, since every layer at every step
-        asks for the same."""
+        guidance) or 2T rows [uncond; cond]."""
         cache_key = (batch_size, num_keys, num_heads)
         if cache_key not in self._key_scales:
-            rows = self._build_rows(batch_size, num_keys, num_heads, device)
+            rows = self._rows(batch_size, num_keys, num_heads)
             self._key_scales[cache_key] = intervention_key_scale_and_bias(
                 rows.span_ids, rows.q_gate, rows.k_gate, rows.bias, rows.lam, rows.progress
             )
         return self._key_scales[cache_key]
 
-    def _build_rows(self, batch_size, num_keys, num_heads, device) -> CrossAttentionIntervention:
-        state = self._intervention
-        if state is None:
-            return CrossAttentionIntervention.neutral(batch_size, num_keys, num_heads, device)
-        if state.span_ids.shape[1] != num_keys or state.q_gate.shape[1] != num_heads:
+    def _rows(self, batch_size, num_keys, num_heads) -> CrossAttentionIntervention:
+        rows = self.intervention
+        if rows.span_ids.shape[1] != num_keys or rows.q_gate.shape[1] != num_heads:
             raise ValueError(
-                f"intervention set for {state.span_ids.shape[1]} text tokens and {state.q_gate.shape[1]} heads, "
+                f"intervention set for {rows.span_ids.shape[1]} text tokens and {rows.q_gate.shape[1]} heads, "
                 f"but this cross-attention layer has {num_keys} and {num_heads}"
             )
-        if batch_size == state.num_frames:
-            return state
-        if batch_size == 2 * state.num_frames:
-            return state.with_unconditional_half()
+        if batch_size == self.num_frames:
+            return rows
+        if batch_size == 2 * self.num_frames:
+            return rows.with_unconditional_half()
         raise ValueError(
-            f"intervention set for {state.num_frames} frames, but the UNet batch has {batch_size} rows "
+            f"intervention set for {self.num_frames} frames, but the UNet batch has {batch_size} rows "
             "(expected T, or 2T under classifier-free guidance)"
         )
 
 
 class _FusedAttnProcessor:
     """``AttnProcessor2_0``'s projections and output path, step for step; subclasses change only the
-    attention itself (``attend``), so with neutral inputs they compute exactly what it computes."""
+    attention itself (``attend``), so without a ``sequence`` they compute exactly what it computes."""
 
-    def __init__(self, state: SequenceAttentionState):
-        self.state = state
-
-    def attend(self, query, key, value, attention_mask) -> torch.Tensor:
+    def attend(self, query, key, value, attention_mask, sequence: SequenceAttention) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(
@@ -138,6 +146,7 @@ class _FusedAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
+        sequence: SequenceAttention | None = None,
     ) -> torch.Tensor:
         residual = hidden_states
         if attn.spatial_norm is not None:
@@ -172,7 +181,10 @@ class _FusedAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        hidden_states = self.attend(query, key, value, attention_mask)
+        if sequence is None:
+            hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
+        else:
+            hidden_states = self.attend(query, key, value, attention_mask, sequence)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = hidden_states.to(query.dtype)
@@ -187,25 +199,30 @@ class _FusedAttnProcessor:
 
 class CausalInterventionAttnProcessor(_FusedAttnProcessor):
     """Cross-attention through the intervention (``intervention.scaled_key_attention``): one fused SDPA call
-    for the whole batch, with the scale and bias the shared state computed once for the sequence."""
+    for the whole batch, with the scale and bias the call's ``SequenceAttention`` computed once."""
 
-    def attend(self, query, key, value, attention_mask) -> torch.Tensor:
+    def attend(self, query, key, value, attention_mask, sequence: SequenceAttention) -> torch.Tensor:
+        if sequence.intervention is None:
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         batch_size, num_heads, num_keys = key.shape[0], key.shape[1], key.shape[2]
-        key_scale, logit_bias = self.state.key_scale_and_bias(batch_size, num_keys, num_heads, key.device)
+        key_scale, logit_bias = sequence.key_scale_and_bias(batch_size, num_keys, num_heads)
         return scaled_key_attention(query, key, value, key_scale, logit_bias, attn_mask=attention_mask)
 
 
 class SharedFrameAttnProcessor(_FusedAttnProcessor):
-    """Self-attention where every frame also attends to frame 0's keys and values (identity sharing).
+    """Self-attention; when the call asks for it, every frame also attends to frame 0's keys and values
+    (identity sharing).
 
     The batch holds G groups of T frames each ([uncond; cond] under guidance); each group shares its own
     frame 0. Frame 0 sees its own keys twice, which leaves its softmax output unchanged.
     """
 
-    def attend(self, query, key, value, attention_mask) -> torch.Tensor:
+    def attend(self, query, key, value, attention_mask, sequence: SequenceAttention) -> torch.Tensor:
+        if not sequence.share_first_frame:
+            return F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask)
         if attention_mask is not None:
             raise ValueError("shared frame-0 self-attention does not take an attention mask")
-        num_frames = self.state.num_frames
+        num_frames = sequence.num_frames
         batch_size = key.shape[0]
         if batch_size % num_frames:
             raise ValueError(f"UNet batch of {batch_size} rows is not a multiple of {num_frames} frames")
@@ -218,14 +235,10 @@ class SharedFrameAttnProcessor(_FusedAttnProcessor):
         return F.scaled_dot_product_attention(query, with_first_frame(key), with_first_frame(value))
 
 
-def install_causal_processors(
-    unet, num_heads: int, share_first_frame: bool = False
-) -> SequenceAttentionState:
-    """Give every cross-attention layer of ``unet`` an intervention processor (and, optionally, every
-    self-attention layer the shared frame-0 one); other processors stay as they are, except that a
-    shared frame-0 one left by an earlier install goes back to stock. Returns the state the new
-    processors share."""
-    state = SequenceAttentionState()
+def install_causal_processors(unet, num_heads: int) -> None:
+    """Give every cross-attention layer of ``unet`` the intervention processor and every self-attention
+    layer the shared-frame one (other processors stay as they are). The processors hold nothing, so
+    installing twice changes nothing and one install serves every generator on the pipeline."""
     processors = {}
     for name, processor in unet.attn_processors.items():
         if name.endswith("attn2.processor"):
@@ -235,14 +248,11 @@ def install_causal_processors(
                     f"the adapter has {num_heads} attention heads but the UNet's cross-attention layer {name} "
                     f"has {heads}; use an adapter trained with num_heads={heads}"
                 )
-            processors[name] = CausalInterventionAttnProcessor(state)
-        elif share_first_frame and name.endswith("attn1.processor"):
-            processors[name] = SharedFrameAttnProcessor(state)
-        elif isinstance(processor, SharedFrameAttnProcessor):
-            processors[name] = AttnProcessor2_0()
+            processors[name] = CausalInterventionAttnProcessor()
+        elif name.endswith("attn1.processor"):
+            processors[name] = SharedFrameAttnProcessor()
         else:
             processors[name] = processor
     if not any(isinstance(p, CausalInterventionAttnProcessor) for p in processors.values()):
         raise UserError("the UNet has no cross-attention (attn2) layers to intervene on")
     unet.set_attn_processor(processors)
-    return state

@@ -16,15 +16,16 @@ def check_settings(
     *,
     num_frames: int,
     top_k: int,
-    lam: float,
+    lam: float | None,
     bank_size: int,
     retrieval: str = "topk",
     link_type: str = "causal",
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = DEFAULT_TEMPLATE,
     guidance_scale: float = 7.5,
     num_inference_steps: int = 50,
 ) -> None:
-    """Reject settings that cannot make a sequence, before any model is loaded or file written."""
+    """Reject settings that cannot make a sequence, before any model is loaded or file written. ``lam``
+    or ``template`` None stands for the adapter's own, checked once the adapter is loaded."""
     if not _is_int(num_frames) or num_frames < 2:
         raise UserError(f"num_frames={num_frames!r}: a sequence needs at least 2 frames")
     if retrieval not in RETRIEVAL_MODES:
@@ -35,7 +36,7 @@ def check_settings(
         raise UserError(
             f"num_frames={num_frames}: path retrieval needs as many effects, the bank has {bank_size}"
         )
-    if not _is_finite(lam):
+    if lam is not None and not _is_finite(lam):
         raise UserError(f"lam={lam!r}: the intervention strength must be a finite number")
     if link_type not in LINK_TYPES:
         raise UserError(f"link_type={link_type!r}: use one of {', '.join(LINK_TYPES)}")
@@ -43,7 +44,8 @@ def check_settings(
         raise UserError(f"guidance_scale={guidance_scale!r}: must be a finite number >= 0")
     if not _is_int(num_inference_steps) or num_inference_steps < 1:
         raise UserError(f"num_inference_steps={num_inference_steps!r}: must be an integer >= 1")
-    compose(template, "cause", "effect")
+    if template is not None:
+        compose(template, "cause", "effect")
 
 
 def _is_int(value) -> bool:

@@ -17,6 +17,7 @@ from causaldreamer.methods.diffusion_baseline import (
     check_settings,
     generators,
     model_ids_for,
+    sampling_steps,
 )
 from causaldreamer.methods.loading import load_pretrained, ready, runtime
 from causaldreamer.methods.tiny import tiny_motion_adapter, tiny_sd15_components
@@ -58,7 +59,7 @@ def build_animatediff(
     motion_adapter: str = MOTION_ADAPTER_MODEL,
     tiny: bool = False,
     template: str = DEFAULT_TEMPLATE,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.5,
     scheduler: str = "ddim",
     height: int | None = None,
@@ -92,7 +93,7 @@ def build_animatediff(
         name="animatediff",
         model_ids=model_ids_for(tiny, pipeline=model, motion_adapter=motion_adapter),
         template=template,
-        num_inference_steps=num_inference_steps,
+        num_inference_steps=sampling_steps(num_inference_steps, tiny),
         guidance_scale=guidance_scale,
         height=height,
         width=width,

@@ -20,13 +20,13 @@ from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.settings import check_settings
 from causaldreamer.methods.base import MethodSequence, SequenceMethod
 from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, coverage_against_zero_shot
-from causaldreamer.prompts import DEFAULT_TEMPLATE
 
 
 class CausalDreamerMethod(SequenceMethod):
-    """A ``CausalSequenceGenerator`` (pipeline, adapter folder, encoder) as a ``SequenceMethod``."""
+    """A ``CausalSequenceGenerator`` (pipeline, adapter folder, encoder) as a ``SequenceMethod``;
+    ``settings_record`` is ``AdapterFolder.settings_record`` of the settings it was built with."""
 
-    def __init__(self, generator: CausalSequenceGenerator):
+    def __init__(self, generator: CausalSequenceGenerator, settings_record: dict):
         super().__init__(
             "causaldreamer",
             {
@@ -36,15 +36,22 @@ class CausalDreamerMethod(SequenceMethod):
             },
         )
         self.generator = generator
+        self.settings_record = settings_record  # where lambda and the template came from
 
     def generate(self, cause: str, effects: list[str], seed: int) -> list[Image.Image]:
         return self.generate_sequence(cause, effects, seed).frames
 
     def generate_sequence(self, cause: str, effects: list[str], seed: int) -> MethodSequence:
         """num_frames frames of the effects the adapter retrieves; ``effects`` (the reference) only
-        goes into the record, beside them."""
+        goes into the record, beside them, as does where lambda and the template came from (provenance,
+        not a setting: a sequence made at the same values is reused whichever way they were chosen)."""
         sequence = self.generator.generate(cause, seed)
-        record = {**self.record(), **sequence.record, "reference_effects": list(effects)}
+        record = {
+            **self.record(),
+            **sequence.record,
+            **self.settings_record,
+            "reference_effects": list(effects),
+        }
         return MethodSequence(sequence.frames, record)
 
     def record(self) -> dict:
@@ -97,10 +104,10 @@ def build_causaldreamer(
     safety_checker: bool = False,
     num_frames: int = 8,
     top_k: int = 8,
-    lam: float = 0.7,
+    lam: float | None = None,
     retrieval: str = "topk",
     link_type: str = "causal",
-    template: str = DEFAULT_TEMPLATE,
+    template: str | None = None,
     share_first_frame: bool = False,
     progression: bool = True,
     shared_seed: bool = True,
@@ -110,17 +117,17 @@ def build_causaldreamer(
     width: int | None = None,
 ) -> CausalDreamerMethod:
     """The adapter folder and the settings are checked first; only then are the diffusion pipeline and
-    the encoder (Hydra configs: the ``diffusion`` and ``encoder`` groups) built."""
+    the encoder (Hydra configs: the ``diffusion`` and ``encoder`` groups) built. ``lam`` and ``template``
+    None: the adapter's own."""
     folder = load_adapter_folder(adapter)
     settings = {
         "num_frames": num_frames,
         "top_k": top_k,
-        "lam": lam,
         "retrieval": retrieval,
         "link_type": link_type,
-        "template": template,
         "guidance_scale": guidance_scale,
         "num_inference_steps": num_inference_steps,
+        **folder.generation_settings(lam, template),
     }
     check_settings(bank_size=len(folder.bank), **settings)
     # A blacked-out frame would corrupt the metrics, so, like the baselines, no NSFW checker by default.
@@ -137,4 +144,4 @@ def build_causaldreamer(
         **settings,
     )
     generator.pipe.set_progress_bar_config(disable=True)
-    return CausalDreamerMethod(generator)
+    return CausalDreamerMethod(generator, folder.settings_record(lam, template))

@@ -6,12 +6,14 @@ change the scene, which is the trade-off this baseline stands for.
 
 from __future__ import annotations
 
-import kornia
+import importlib.util
+
 import numpy as np
 import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline
 from PIL import Image
 
+from causaldreamer.errors import UserError
 from causaldreamer.methods.diffusion_baseline import (
     NO_SAFETY_CHECKER,
     SD15_MODEL,
@@ -19,6 +21,7 @@ from causaldreamer.methods.diffusion_baseline import (
     check_settings,
     generators,
     model_ids_for,
+    sampling_steps,
 )
 from causaldreamer.methods.loading import load_pretrained, ready, runtime
 from causaldreamer.methods.tiny import tiny_controlnet, tiny_sd15_components
@@ -29,6 +32,8 @@ CONTROLNET_CANNY_MODEL = "lllyasviel/sd-controlnet-canny"
 
 def canny_edges(image: Image.Image, low_threshold: float, high_threshold: float) -> Image.Image:
     """White-on-black canny edges (kornia's) as an RGB image, the control input ControlNet-canny expects."""
+    import kornia  # the `baselines` extra; build_controlnet checks it is installed
+
     pixels = kornia.utils.image_to_tensor(np.array(image.convert("RGB")), keepdim=False).float() / 255
     _, edges = kornia.filters.canny(pixels, low_threshold, high_threshold)
     return Image.fromarray((edges[0, 0] * 255).round().to(torch.uint8).numpy()).convert("RGB")
@@ -76,7 +81,7 @@ def build_controlnet(
     controlnet: str = CONTROLNET_CANNY_MODEL,
     tiny: bool = False,
     template: str = DEFAULT_TEMPLATE,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.5,
     scheduler: str = "ddim",
     low_threshold: float = 0.1,
@@ -86,6 +91,8 @@ def build_controlnet(
     device: str | None = None,
 ) -> ControlNetBaseline:
     """SD 1.5 plus a canny ControlNet; the thresholds are kornia's, on gradients of [0, 1] images."""
+    if importlib.util.find_spec("kornia") is None:
+        raise UserError("method=controlnet needs kornia: pip install 'causaldreamer[baselines]'")
     check_settings(template, scheduler)
     device_, dtype = runtime(device, tiny)
     if tiny:
@@ -111,7 +118,7 @@ def build_controlnet(
         name="controlnet",
         model_ids=model_ids_for(tiny, pipeline=model, controlnet=controlnet),
         template=template,
-        num_inference_steps=num_inference_steps,
+        num_inference_steps=sampling_steps(num_inference_steps, tiny),
         guidance_scale=guidance_scale,
         height=height,
         width=width,

@@ -18,6 +18,10 @@ from causaldreamer.prompts import compose
 
 SD15_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
+# Sampling steps when the config leaves them null: SD's usual 50, and with tiny random weights (which draw
+# noise at any step count) the 2 of diffusion=tiny, so a dry run takes seconds.
+DEFAULT_STEPS, TINY_STEPS = 50, 2
+
 # Pipelines built here never carry the NSFW checker: a blacked-out frame would corrupt the metrics.
 NO_SAFETY_CHECKER = {"safety_checker": None, "requires_safety_checker": False}
 
@@ -27,6 +31,12 @@ def check_settings(template: str, scheduler: str) -> None:
     compose(template, "", "")
     if scheduler not in SCHEDULERS:
         raise UserError(f"unknown scheduler {scheduler!r}; set method.scheduler to one of {SCHEDULERS}")
+
+
+def sampling_steps(num_inference_steps: int | None, tiny: bool) -> int:
+    if num_inference_steps is not None:
+        return num_inference_steps
+    return TINY_STEPS if tiny else DEFAULT_STEPS
 
 
 def generators(seeds: list[int]) -> list[torch.Generator]:

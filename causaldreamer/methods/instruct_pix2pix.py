@@ -16,6 +16,7 @@ from causaldreamer.methods.diffusion_baseline import (
     check_settings,
     generators,
     model_ids_for,
+    sampling_steps,
 )
 from causaldreamer.methods.loading import load_pretrained, ready, runtime
 from causaldreamer.methods.text_to_image import sd15_pipeline
@@ -68,7 +69,7 @@ def build_instruct_pix2pix(
     first_frame_model: str = SD15_MODEL,
     tiny: bool = False,
     template: str = DEFAULT_TEMPLATE,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.5,
     image_guidance_scale: float = 1.5,
     scheduler: str = "ddim",
@@ -100,7 +101,7 @@ def build_instruct_pix2pix(
         name="instruct_pix2pix",
         model_ids=model_ids_for(tiny, pipeline=model, first_frame=first_frame_model),
         template=template,
-        num_inference_steps=num_inference_steps,
+        num_inference_steps=sampling_steps(num_inference_steps, tiny),
         guidance_scale=guidance_scale,
         height=height,
         width=width,

@@ -13,6 +13,7 @@ from causaldreamer.methods.diffusion_baseline import (
     check_settings,
     generators,
     model_ids_for,
+    sampling_steps,
 )
 from causaldreamer.methods.loading import load_pretrained, ready, runtime
 from causaldreamer.methods.tiny import tiny_sd15_components, tiny_sdxl_components
@@ -58,7 +59,7 @@ def build_sd15(
     shared_seed: bool = False,
     tiny: bool = False,
     template: str = DEFAULT_TEMPLATE,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.5,
     scheduler: str = "ddim",
     height: int | None = None,
@@ -74,7 +75,7 @@ def build_sd15(
         name="sd15_shared_seed" if shared_seed else "sd15",
         model_ids=model_ids_for(tiny, pipeline=model),
         template=template,
-        num_inference_steps=num_inference_steps,
+        num_inference_steps=sampling_steps(num_inference_steps, tiny),
         guidance_scale=guidance_scale,
         height=height,
         width=width,
@@ -85,7 +86,7 @@ def build_sdxl(
     model: str = SDXL_MODEL,
     tiny: bool = False,
     template: str = DEFAULT_TEMPLATE,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     guidance_scale: float = 7.5,
     scheduler: str = "ddim",
     height: int | None = None,
@@ -112,7 +113,7 @@ def build_sdxl(
         name="sdxl",
         model_ids=model_ids_for(tiny, pipeline=model),
         template=template,
-        num_inference_steps=num_inference_steps,
+        num_inference_steps=sampling_steps(num_inference_steps, tiny),
         guidance_scale=guidance_scale,
         height=height,
         width=width,

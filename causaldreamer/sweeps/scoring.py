@@ -4,8 +4,9 @@ Recall alone rewards an adapter that overfits the terse training causes, so ever
 reports counterfactual coverage on the free-form causes of ``test_counterfactual.csv``, beside the
 zero-shot baseline (text side, seconds on a CPU). When a diffusion model is configured
 (``diffusion=sd15``, or ``diffusion=tiny`` for tests), it also generates sequences for the first
-scenarios with the run's lambda and top_k, writes them under ``<run>/sequences`` and reports the six
-image metrics. Enabled by the ``scoring`` key (``+experiment=study`` and every sweep experiment).
+scenarios with the run's top_k and the adapter's own lambda and template (the run's, unless
+``scoring.generation`` overrides them), writes them under ``<run>/sequences`` and reports the six image
+metrics. Enabled by the ``scoring`` key (``+experiment=study`` and every sweep experiment).
 """
 
 from __future__ import annotations
@@ -134,16 +135,15 @@ class RunScorer:
             encoder,
             num_frames=gen.num_frames,
             top_k=self.scoring.top_k,
-            lam=gen.lam,
             guidance_scale=diffusion.guidance_scale,
             num_inference_steps=diffusion.num_inference_steps,
             retrieval=self.scoring.retrieval,
-            template=gen.template,
             share_first_frame=gen.share_first_frame,
             progression=gen.progression,
             shared_seed=gen.shared_seed,
             height=diffusion.height,
             width=diffusion.width,
+            **folder.generation_settings(gen.lam, gen.template),
         )
         generator.pipe.set_progress_bar_config(disable=True)
         return generator
@@ -166,11 +166,12 @@ class RunScorer:
                 ClipFeatures.from_pretrained(gen.clip_model),
             )
         dino, clip = dino.to(generator.pipe.device), clip.to(generator.pipe.device)
-        folders = []
+        chosen, folders = folder.settings_record(gen.lam, gen.template), []
         for i, cause in enumerate(scenarios["cause"].head(gen.num_scenarios)):
             sequence = generator.generate(cause, gen.seed)
+            record = sequence.record | chosen
             folders.append(
-                write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, sequence.record)
+                write_sequence(output_dir / sequence_folder_name(i, cause), sequence.frames, record)
             )
         _, means = score_sequences(folders, dino, clip)  # the same scoring as causaldreamer.evaluate
         return {f"gen/{name}": value for name, value in means.items()}
