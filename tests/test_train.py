@@ -113,9 +113,7 @@ def test_cli_overrides_and_multirun(cli_env, tmp_path):
     ],
 )
 def test_bad_overrides_exit_2_with_one_line(cli_env, tmp_path, override, message):
-    result = run_module(
-        "causaldreamer.train", ["+experiment=smoke", override], cli_env, tmp_path
-    )
+    result = run_module("causaldreamer.train", ["+experiment=smoke", override], cli_env, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: {message}")
     assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("run.yaml"))

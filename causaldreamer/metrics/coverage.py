@@ -21,7 +21,7 @@ from causaldreamer.adapter import LINK_TYPES, CausalAdapter
 from causaldreamer.bank import EffectBank
 from causaldreamer.encoders import TextEncoder
 from causaldreamer.errors import UserError
-from causaldreamer.retrieval import retrieve_sequence
+from causaldreamer.retrieval import DEFAULT_RETRIEVAL, DEFAULT_TOP_K, retrieve_effects
 
 DEFAULT_THRESHOLD = 0.7
 
@@ -93,14 +93,14 @@ def counterfactual_coverage(
     encoder: TextEncoder,
     bank: EffectBank,
     scenarios: pd.DataFrame,
-    top_k: int = 8,
-    mode: str = "topk",
+    top_k: int = DEFAULT_TOP_K,
+    mode: str = DEFAULT_RETRIEVAL,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict:
     """Coverage of each scenario's reference effects by the top_k effects retrieved for its cause.
 
     adapter None is the zero-shot baseline e_hat = c. Free-form causes take link type "causal". Both
-    modes retrieve top_k distinct effects (path mode walks top_k frames). Returns mean and share over all
+    modes retrieve top_k distinct effects, the ones generation spreads over the frames. Returns mean and share over all
     (cause, reference) pairs, and per_cause: one row per scenario with its number of references, mean,
     share and retrieved texts.
     """
@@ -144,8 +144,8 @@ def coverage_of_predictions(
     effect_pred: Tensor,
     references: Sequence[Tensor],
     bank: Tensor,
-    top_k: int = 8,
-    mode: str = "topk",
+    top_k: int = DEFAULT_TOP_K,
+    mode: str = DEFAULT_RETRIEVAL,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict:
     """Coverage from embeddings: causes and predicted effects [N,d], each cause's references [R_i,d], the
@@ -153,7 +153,7 @@ def coverage_of_predictions(
     per_cause: each cause's picked bank indices, number of references, mean and share."""
     metric, per_cause = CounterfactualCoverage(threshold), []
     for cause, predicted, reference in zip(causes, effect_pred, references, strict=True):
-        picked = retrieve_sequence(cause, predicted, bank, top_k, top_k, mode).bank_indices
+        picked = retrieve_effects(cause, predicted, bank, top_k, mode)[0]
         values = metric(reference, bank[picked])  # this cause's values; the totals accumulate
         per_cause.append(
             {
@@ -174,7 +174,7 @@ def coverage_against_zero_shot(
     bank: EffectBank,
     scenarios: pd.DataFrame,
     modes: Sequence[str],
-    top_k: int = 8,
+    top_k: int = DEFAULT_TOP_K,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, dict]:
     """``counterfactual_coverage`` of the adapter in each retrieval mode (keyed by mode), each with its
