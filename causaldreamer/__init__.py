@@ -3,7 +3,7 @@
 The public API, imported on first use (``import causaldreamer`` alone loads neither torch nor diffusers,
 so the command-line entry points can check their input first):
 
-    from causaldreamer import CausalAdapter, CausalSequenceGenerator, load_adapter_folder
+    from causaldreamer import CausalAdapter, CausalSequenceGenerator, GenerationSettings, load_adapter_folder
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _EXPORTS = {
     "CausalAdapterModule": "causaldreamer.module",
     "CausalPairsDataModule": "causaldreamer.data.datamodule",
     "CausalSequenceGenerator": "causaldreamer.diffusion.pipeline",
+    "GenerationSettings": "causaldreamer.diffusion.settings",
     "load_adapter_folder": "causaldreamer.diffusion.adapter_folder",
     "BankRetrieval": "causaldreamer.metrics.retrieval",
     "counterfactual_coverage": "causaldreamer.metrics.coverage",

@@ -18,7 +18,8 @@ from causaldreamer.io import atomic_path
 def register_resolvers() -> None:
     """``${run_suffix:}``: random per process, so two runs started in the same second never collide.
     ``${ddp_start_method:METHOD}``: see ``ddp_start_method``. ``${dataset_dir:NAME}`` and
-    ``${embedding_cache_dir:}``: the default locations of ``causaldreamer.locations``."""
+    ``${embedding_cache_dir:}``: the default locations of ``causaldreamer.locations``.
+    ``${prompt_template:}``: the prompt template, written once (``causaldreamer.prompts``)."""
     if not OmegaConf.has_resolver("run_suffix"):
         suffix = secrets.token_hex(3)
         OmegaConf.register_new_resolver("run_suffix", lambda: suffix)
@@ -27,6 +28,14 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dataset_dir"):
         OmegaConf.register_new_resolver("dataset_dir", locations.dataset_dir)
         OmegaConf.register_new_resolver("embedding_cache_dir", locations.embedding_cache_dir)
+    if not OmegaConf.has_resolver("prompt_template"):
+        OmegaConf.register_new_resolver("prompt_template", _default_template)
+
+
+def _default_template() -> str:
+    from causaldreamer.prompts import DEFAULT_TEMPLATE  # imports torch: only when a config asks for it
+
+    return DEFAULT_TEMPLATE
 
 
 def ddp_start_method(in_multirun: str = "spawn") -> str:

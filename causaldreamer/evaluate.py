@@ -6,7 +6,9 @@ earlier run are reused, so an interrupted evaluation resumes. Every sequence is 
 metrics of DESIGN 7, each frame against the effect it shows. Written: ``sequences.csv`` (one row per
 sequence), ``summary.csv`` and ``summary.md`` (the paper's table; for CausalDreamer also counterfactual
 coverage), ``metrics.json`` (for sweep summaries), a W&B run. All settings and models are checked and
-loaded before anything is written.
+loaded before anything is written. Drawing and scoring run through ``trainer.predict``
+(``causaldreamer.generation``): ``trainer=ddp trainer.devices=N`` shards the scenarios over N processes,
+whose metric states are synced; rank 0 writes the tables.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.data.files import load_counterfactual
-from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
+from causaldreamer.diffusion.sequence_files import is_complete
 from causaldreamer.errors import UserError
-from causaldreamer.evaluation.sequences import check_reusable, score_sequences
+from causaldreamer.evaluation.sequences import check_reusable
 from causaldreamer.evaluation.tables import (
     METRIC_HEADERS,
     SUMMARY_FILE,
@@ -41,6 +42,7 @@ from causaldreamer.sweeps.records import write_run_metrics
 
 log = logging.getLogger(__name__)
 register_resolvers()
+
 
 def read_scenarios(cfg: DictConfig) -> pd.DataFrame:
     """The benchmark's rows (cause, effect1..effect8), the first ``limit``."""
@@ -85,13 +87,15 @@ def sweep_metrics(summary: dict) -> dict[str, float]:
     return metrics
 
 
-def reused_sequences(method, folders: list[Path], causes: list[str], seed: int) -> set[int]:
-    """The scenarios whose folder already holds a complete sequence of this method, settings and seed."""
-    done = {i for i, folder in enumerate(folders) if is_complete(folder)}
-    for i in sorted(done):
-        check_reusable(folders[i], {**method.record(), "cause": causes[i], "seed": seed})
-    log.info("%d of %d sequences already complete in %s: reused", len(done), len(folders), folders[0].parent)
-    return done
+def reused_sequences(method, scenarios) -> int:
+    """How many scenarios already hold a complete sequence of this method, settings, cause and seed; a
+    folder of another stops the run."""
+    done = [scenario for scenario in scenarios if is_complete(scenario.folder)]
+    for scenario in done:
+        check_reusable(scenario.folder, {**method.record(), "cause": scenario.cause, "seed": scenario.seed})
+    folder = scenarios[0].folder.parent
+    log.info("%d of %d sequences already complete in %s: reused", len(done), len(scenarios), folder)
+    return len(done)
 
 
 def summary_row(
@@ -104,32 +108,40 @@ def summary_row(
     row |= means
     if isinstance(method, CausalDreamerMethod):  # retrieval: the mode its frames' effects came from
         row |= {
-            "retrieval": method.generator.retrieval,
+            "retrieval": method.generator.settings.retrieval,
             **method.counterfactual_coverage(scenarios, cache_dir),
         }
     return row | {"models": json.dumps(method.model_ids)}
 
 
-def evaluate(cfg: DictConfig) -> pd.DataFrame:
-    """Check and load everything, draw the missing sequences, score all of them; returns the summary row."""
+def evaluate(cfg: DictConfig) -> pd.DataFrame | None:
+    """Check and load everything, draw the missing sequences, score all of them; returns the summary row
+    (None in a DDP process other than rank 0, which leaves the writing to rank 0)."""
     scenarios = read_scenarios(cfg)
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise UserError(f"seed={cfg.seed!r}: must be an integer")
+    if cfg.generation.safety_checker and cfg.method.get("settings") is None:
+        raise UserError("generation.safety_checker=true is CausalDreamer's; the baselines never carry it")
     dino, clip = feature_extractors(cfg.metrics)
     method = instantiate(cfg.method)
+    # Imported only now: Lightning takes seconds to import, and bad settings fail before that.
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from causaldreamer.generation.run import draw_sequences, score_sequences
+    from causaldreamer.generation.scenarios import scenarios_in
 
     output_dir = Path(cfg.output_dir)
-    causes = scenarios["cause"].tolist()
-    folders = [output_dir / sequence_folder_name(i, cause) for i, cause in enumerate(causes)]
-    done = reused_sequences(method, folders, causes, cfg.seed)
-    write_run_record(cfg, output_dir)
-    todo = [i for i in range(len(folders)) if i not in done]
-    for i in tqdm(todo, desc="sequences", unit="seq"):
-        sequence = method.generate_sequence(causes[i], reference_effects(scenarios.iloc[i]), cfg.seed)
-        write_sequence(folders[i], sequence.frames, sequence.record)
-    log.info("generated %d sequence(s) into %s", len(todo), output_dir)
+    references = [reference_effects(row) for _, row in scenarios.iterrows()]
+    planned = scenarios_in(output_dir, scenarios["cause"].tolist(), cfg.seed, references)
+    reused_sequences(method, planned)
+    if rank_zero_only.rank == 0:  # set from the environment in every DDP process before it starts
+        write_run_record(cfg, output_dir)
+    drawn = draw_sequences(method, planned, cfg.trainer)
+    sequences, means = score_sequences(planned, dino, clip, cfg.trainer)
+    if rank_zero_only.rank != 0:
+        return None
+    log.info("generated %d sequence(s) into %s", len(drawn), output_dir)
 
-    sequences, means = score_sequences(folders, dino, clip)
     summary = summary_row(method, cfg.label, scenarios, means, cfg.paths.cache_dir)
     table = pd.DataFrame([summary])
     write_csv(sequences, output_dir / "sequences.csv")
@@ -140,6 +152,7 @@ def evaluate(cfg: DictConfig) -> pd.DataFrame:
     print(markdown, flush=True)
     wandb_settings = (cfg.get("logger") or {}).get("wandb")
     config = OmegaConf.to_container(cfg, resolve=True)
+    folders = [scenario.folder for scenario in planned]
     log_evaluation(wandb_settings, config, output_dir, sequences, folders, summary)
     return table
 

@@ -2,8 +2,10 @@
 
 Hydra composes ``conf/generate.yaml``. One cause (``cause=``) or a file of them (``causes_file=``, with
 ``limit``); every sequence lands in its own subfolder of ``output_dir``, written atomically. Sequences
-already complete there are skipped, so an interrupted run resumes where it stopped. All settings are
-checked before any model loads or any file is written. The work itself is ``CausalSequenceGenerator``.
+already complete there are skipped, so an interrupted run resumes where it stopped. All settings (the
+``generation`` group) are checked before any model loads or any file is written. The sequences are drawn
+through ``trainer.predict`` (``causaldreamer.generation``), so ``trainer=ddp trainer.devices=N`` shards
+the causes over N processes.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from causaldreamer.cli import hydra_app
 from causaldreamer.config import register_resolvers, write_run_record
 from causaldreamer.diffusion.adapter_folder import load_adapter_folder
-from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name, write_sequence
+from causaldreamer.diffusion.sequence_files import is_complete, sequence_folder_name
 from causaldreamer.diffusion.settings import check_cause, check_settings
 from causaldreamer.errors import UserError
 
@@ -60,23 +61,15 @@ def read_causes(cfg: DictConfig) -> list[str]:
 def generate(cfg: DictConfig) -> list[Path]:
     """Validate everything, load the models once, then write one folder per cause; returns the folders."""
     causes = read_causes(cfg)
-    adapter_folder = load_adapter_folder(cfg.adapter)
-    settings = {
-        "num_frames": cfg.num_frames,
-        "top_k": cfg.top_k,
-        "retrieval": cfg.retrieval,
-        "link_type": cfg.link_type,
-        "guidance_scale": cfg.guidance_scale,
-        "num_inference_steps": cfg.num_inference_steps,
-        **adapter_folder.generation_settings(cfg.lam, cfg.template),
-    }
-    check_settings(bank_size=len(adapter_folder.bank), **settings)
     if not isinstance(cfg.seed, int):
         raise UserError(f"seed={cfg.seed!r}: must be an integer")
+    settings = instantiate(cfg.generation)
+    adapter_folder = load_adapter_folder(cfg.adapter)
+    check_settings(settings, len(adapter_folder.bank))
 
     output_dir = Path(cfg.output_dir)
     folders = [output_dir / sequence_folder_name(i, cause) for i, cause in enumerate(causes)]
-    todo = [(cause, folder) for cause, folder in zip(causes, folders, strict=True) if not is_complete(folder)]
+    todo = [folder for folder in folders if not is_complete(folder)]
     if len(todo) < len(causes):
         log.info(
             "%d of %d sequences already complete in %s: skipped",
@@ -87,27 +80,19 @@ def generate(cfg: DictConfig) -> list[Path]:
     if not todo:
         return folders
 
-    # Imported only now: diffusers takes seconds to import, and bad settings should fail before that.
-    from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
+    # Imported only now: diffusers and Lightning take seconds to import, and bad settings fail before that.
+    from lightning.pytorch.utilities import rank_zero_only
 
-    generator = CausalSequenceGenerator(
-        instantiate(cfg.diffusion.pipeline),
-        adapter_folder,
-        instantiate(cfg.encoder),
-        share_first_frame=cfg.share_first_frame,
-        progression=cfg.progression,
-        shared_seed=cfg.shared_seed,
-        height=cfg.diffusion.height,
-        width=cfg.diffusion.width,
-        **settings,
-    )
-    generator.pipe.set_progress_bar_config(leave=False)
-    write_run_record(cfg, output_dir)
-    chosen = adapter_folder.settings_record(cfg.lam, cfg.template)
-    for cause, folder in tqdm(todo, desc="sequences", unit="seq"):
-        sequence = generator.generate(cause, cfg.seed)
-        write_sequence(folder, sequence.frames, sequence.record | chosen)
-    log.info("wrote %d sequence(s) to %s", len(todo), output_dir)
+    from causaldreamer.generation.run import draw_sequences
+    from causaldreamer.generation.scenarios import scenarios_in
+    from causaldreamer.methods.causaldreamer import causaldreamer_method
+
+    method = causaldreamer_method(adapter_folder, settings, cfg.diffusion.pipeline, cfg.encoder)
+    if rank_zero_only.rank == 0:  # set from the environment in every DDP process before it starts
+        write_run_record(cfg, output_dir)
+    draw_sequences(method, scenarios_in(output_dir, causes, cfg.seed), cfg.trainer)
+    if rank_zero_only.rank == 0:
+        log.info("wrote %d sequence(s) to %s", len(todo), output_dir)
     return folders
 
 

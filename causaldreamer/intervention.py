@@ -4,7 +4,8 @@
 
 Gates and bias do not depend on the query position i, so the gates fold into the rows of K and the bias
 into a float mask of shape [B,H,1,Nk]: one fused ``scaled_dot_product_attention`` call, no [Nq x Nk]
-tensor built here.
+tensor built here. ``single_query_attention`` is the same intervention for one query row (training's text
+side, DESIGN 6.1): the same per-key scale and bias, applied to that row's logits instead of the keys.
 """
 
 from __future__ import annotations
@@ -83,3 +84,33 @@ def scaled_key_attention(
     return F.scaled_dot_product_attention(
         query, key * key_scale[..., None].to(key.dtype), value, attn_mask=mask
     )
+
+
+def single_query_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    span_ids: torch.Tensor,
+    q_gate: torch.Tensor,
+    k_gate: torch.Tensor,
+    bias: torch.Tensor,
+    lam: float,
+    progress: torch.Tensor | float = 1.0,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``intervention_attention`` for a single query row (Nq = 1), as training's gate loss runs it.
+
+    The same per-key scale and bias (``intervention_key_scale_and_bias``), applied to the one row of
+    logits [B,H,1,Nk] rather than to the keys [B,H,Nk,Dh]: with one query that row is Dh times smaller
+    than the keys, and SDPA's CPU math path (taken whenever the mask needs a gradient, as the bias does)
+    costs about 5x more in training. Equal to ``intervention_attention`` within float rounding
+    (tests/test_losses_and_metrics.py). key and value [B,H,Nk,Dh], contiguous for the fast bmm.
+    """
+    key_scale, logit_bias = intervention_key_scale_and_bias(span_ids, q_gate, k_gate, bias, lam, progress)
+    scores = torch.matmul(query, key.transpose(-1, -2))  # [B,H,1,Nk]
+    logits = torch.addcmul(
+        logit_bias[:, :, None, :], scores, key_scale[:, :, None, :], value=query.shape[-1] ** -0.5
+    )
+    if attn_mask is not None:
+        logits = logits + attn_mask
+    return torch.matmul(logits.softmax(dim=-1), value)

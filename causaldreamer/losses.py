@@ -1,4 +1,11 @@
-"""Training losses on cached embeddings (DESIGN 6.1)."""
+"""Training losses on cached embeddings (DESIGN 6.1).
+
+Written for the step's cost as well as its value (docs/training.md, "Speed"): no boolean indexing or
+host reads where a weight or a mask does the same; the bank softmax's two matmuls run on the layouts
+that are fastest for each (``bank_logits``); the gate loss's single query attends through
+``intervention.single_query_attention``. tests/test_train.py checks the losses and gradients of a whole
+step against a plain transcription of DESIGN 6.1.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import torch.nn.functional as F
 
 from causaldreamer.adapter import AdapterOutput
 from causaldreamer.data.embedding_cache import PAD_SPAN
-from causaldreamer.intervention import SPAN_NONE, intervention_attention
+from causaldreamer.intervention import SPAN_NONE, single_query_attention
 
 
 def delta_loss(out: AdapterOutput, cause: torch.Tensor, effect: torch.Tensor) -> torch.Tensor:
@@ -15,16 +22,29 @@ def delta_loss(out: AdapterOutput, cause: torch.Tensor, effect: torch.Tensor) ->
     return F.mse_loss(out.delta, effect - cause)
 
 
+def same_effect(effect_id: torch.Tensor) -> torch.Tensor:
+    """[B, B] bool: rows i and j share an effect text (each other's positives, never negatives)."""
+    return effect_id[:, None] == effect_id[None, :]
+
+
 def triplet_loss(
-    effect_pred: torch.Tensor, effect: torch.Tensor, effect_id: torch.Tensor, margin: float
+    effect_pred: torch.Tensor,
+    effect: torch.Tensor,
+    effect_id: torch.Tensor,
+    margin: float,
+    same: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """relu(margin - <e_hat, e> + <e_hat, e_neg>), e_neg the hardest in-batch effect with other text."""
+    """relu(margin - <e_hat, e> + <e_hat, e_neg>), e_neg the hardest in-batch effect with other text.
+
+    The mean over the rows that have such an effect (0 when none has), as a weighted sum: no boolean
+    indexing, so no host read. ``same``: ``same_effect(effect_id)``, if the caller has it.
+    """
+    same = same_effect(effect_id) if same is None else same
     sims = effect_pred @ effect.T
-    other = effect_id[:, None] != effect_id[None, :]
-    hardest = sims.masked_fill(~other, float("-inf")).amax(dim=1)
-    valid = other.any(dim=1)
-    loss = F.relu(margin - sims.diagonal() + hardest)
-    return loss[valid].mean() if valid.any() else sims.new_zeros(())
+    hardest = sims.masked_fill(same, float("-inf")).amax(dim=1)  # -inf on a row without a negative
+    valid = (~same).any(dim=1).to(sims.dtype)
+    loss = F.relu(margin - sims.diagonal() + hardest)  # relu(-inf) = 0 on those rows, gradient 0
+    return (loss * (valid / valid.sum().clamp(min=1))).sum()
 
 
 def multi_positive_info_nce(
@@ -40,23 +60,48 @@ def multi_positive_info_nce(
     ).mean()
 
 
+class _BankLogits(torch.autograd.Function):
+    """query @ bank.T, forward from the bank's transpose [d, N] and backward from the bank [N, d]: on
+    this CPU each matmul is fastest with its right operand laid out that way (about 20% on the step's
+    largest pair of matmuls). The bank is a constant: no gradient for it."""
+
+    @staticmethod
+    def forward(ctx, query: torch.Tensor, bank: torch.Tensor, bank_t: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(bank)
+        return query @ bank_t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (bank,) = ctx.saved_tensors
+        return grad @ bank, None, None
+
+
+def bank_logits(query: torch.Tensor, bank: torch.Tensor, bank_t: torch.Tensor | None = None) -> torch.Tensor:
+    """query @ bank.T; with ``bank_t`` (the same effects as [d, N], any strides), the faster layouts."""
+    if bank_t is None or bank.requires_grad:
+        return query @ bank.T
+    return _BankLogits.apply(query, bank, bank_t)
+
+
 def retrieval_loss(
     effect_pred: torch.Tensor,
     effect: torch.Tensor,
     effect_id: torch.Tensor,
     logit_scale: torch.Tensor,
     bank: torch.Tensor | None = None,
+    bank_t: torch.Tensor | None = None,
+    same: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of e_hat against the in-batch effects, or, with ``bank``, softmax over that bank.
 
     With a bank, ``effect_id`` indexes its rows. The trainer passes the effects seen in training only,
-    so no validation or test effect shapes the loss.
+    so no validation or test effect shapes the loss. The scale multiplies e_hat [B, d] rather than the
+    logits [B, N]: the same logits, N/d times fewer multiplications forward and backward.
     """
     if bank is None:
-        return multi_positive_info_nce(
-            effect_pred, effect, effect_id[:, None] == effect_id[None, :], logit_scale
-        )
-    return F.cross_entropy(logit_scale * (effect_pred @ bank.T), effect_id)
+        positives = same_effect(effect_id) if same is None else same
+        return multi_positive_info_nce(effect_pred, effect, positives, logit_scale)
+    return F.cross_entropy(bank_logits(logit_scale * effect_pred, bank, bank_t), effect_id)
 
 
 def per_source_bank_loss(
@@ -66,16 +111,32 @@ def per_source_bank_loss(
     logit_scale: torch.Tensor,
     bank: torch.Tensor,
     bounds: list[int],
+    bank_t: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The bank softmax with each row ranked against its own source's effects only: source s owns
     ``bank[bounds[s]:bounds[s + 1]]``, ``rows`` index the whole bank. The mean over all rows, equal to
-    masking the other sources' logits, at the cost of each source's own bank."""
-    total = effect_pred.new_zeros(())
-    for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-        own = source == index
-        if own.any():
-            logits = logit_scale * (effect_pred[own] @ bank[start:end].T)
-            total = total + F.cross_entropy(logits, rows[own] - start, reduction="sum")
+    masking the other sources' logits, at the cost of each source's own bank: no logit of another
+    source's effect is computed.
+
+    Rows grouped by source (as the datamodule's mixed batches are: CausalLite10K's, then e-CARE's) are
+    sliced; otherwise they are put in that order first. One host read per call: each source's row count.
+    """
+    sources = len(bounds) - 1
+    # Each source's row count and whether the rows come grouped by source, in one host read.
+    stats = torch.cat([torch.bincount(source, minlength=sources), (source.diff() < 0).sum().reshape(1)])
+    *counts, disorder = stats.tolist()
+    if disorder:
+        order = torch.argsort(source, stable=True)
+        effect_pred, rows = effect_pred[order], rows[order]
+    query = logit_scale * effect_pred
+    total, first = effect_pred.new_zeros(()), 0
+    for index, count in enumerate(counts):
+        if count:
+            start, end = bounds[index], bounds[index + 1]
+            part_t = None if bank_t is None else bank_t[:, start:end]
+            logits = bank_logits(query[first : first + count], bank[start:end], part_t)
+            total = total + F.cross_entropy(logits, rows[first : first + count] - start, reduction="sum")
+            first += count
     return total / len(rows)
 
 
@@ -85,20 +146,23 @@ def gate_readout(
     """The text-side intervention: e_hat attends over the composed prompt's token states.
 
     The query is e_hat, keys and values are E's token states, heads split d into H parts, and the
-    attention is the very function the UNet runs (progression weight 1). Returns z [B, d].
+    attention is the UNet's intervention for one query row (progression weight 1): the same per-key
+    gates and bias (``intervention_key_scale_and_bias``), equal to ``intervention_attention`` within
+    float rounding. Returns z [B, d].
     """
     batch, length, dim = token_states.shape
     heads = out.q_gate.shape[1]
-    query = out.effect.view(batch, 1, heads, dim // heads).transpose(1, 2)
-    keys = token_states.view(batch, length, heads, dim // heads).transpose(1, 2)
+    # [B,H,1,Dh] with plain strides, and the keys [B,H,L,Dh] contiguous: both matmuls then take BLAS's
+    # batched path (a transposed view costs a copy per head and row, most of the loss's time).
+    query = out.effect.view(batch, heads, 1, dim // heads)
+    keys = token_states.view(batch, length, heads, dim // heads).transpose(1, 2).contiguous()
     padding = token_spans == PAD_SPAN
     spans = token_spans.masked_fill(padding, SPAN_NONE)
-    pad_mask = torch.zeros(batch, 1, 1, length, dtype=token_states.dtype, device=token_states.device)
-    pad_mask = pad_mask.masked_fill(padding[:, None, None, :], float("-inf"))
-    z = intervention_attention(
+    pad_mask = keys.new_zeros(()).masked_fill(padding[:, None, None, :], float("-inf"))
+    z = single_query_attention(
         query, keys, keys, spans, out.q_gate, out.k_gate, out.bias, lam, attn_mask=pad_mask
     )
-    return z.transpose(1, 2).reshape(batch, dim)
+    return z.view(batch, dim)
 
 
 def gate_loss(
@@ -109,7 +173,9 @@ def gate_loss(
     effect_id: torch.Tensor,
     lam: float,
     logit_scale: torch.Tensor,
+    same: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L_gate = InfoNCE(z, e) over the batch: the gates and bias learn through the UNet's code path."""
+    """L_gate = InfoNCE(z, e) over the batch: the gates and bias learn through the UNet's intervention."""
     z = F.normalize(gate_readout(out, token_states, token_spans, lam), dim=-1)
-    return multi_positive_info_nce(z, effect, effect_id[:, None] == effect_id[None, :], logit_scale)
+    positives = same_effect(effect_id) if same is None else same
+    return multi_positive_info_nce(z, effect, positives, logit_scale)

@@ -81,6 +81,8 @@ class CausalAdapterModule(L.LightningModule):
         # sub-bank, each entry's source, and the map from effect index to its row (-1: never trained on).
         seen = datamodule.seen_effects
         self.register_buffer("train_bank", datamodule.effects.embeddings[seen], persistent=False)
+        # The same effects as [d, N]: the bank softmax's forward matmul is fastest against it (losses.py).
+        self.register_buffer("train_bank_t", self.train_bank.T.contiguous(), persistent=False)
         # The effect table lists each source's effects together, so each source owns one slice of the
         # sub-bank; with one source trained on, per_source is the joint bank softmax.
         per_source = torch.bincount(datamodule.effect_source[seen], minlength=len(SOURCES))
@@ -117,17 +119,18 @@ class CausalAdapterModule(L.LightningModule):
         """The DESIGN 6.1 losses of one batch, by name; a loss of weight 0 is not computed."""
         out = self.adapter(batch["cause"], batch["link_type"])
         w, terms = self.weights, {}
+        same = losses.same_effect(batch["effect_id"])  # shared by the in-batch losses
         if w["delta"]:
             terms["delta"] = losses.delta_loss(out, batch["cause"], batch["effect"])
         if w["triplet"]:
             terms["triplet"] = losses.triplet_loss(
-                out.effect, batch["effect"], batch["effect_id"], self.hparams.margin
+                out.effect, batch["effect"], batch["effect_id"], self.hparams.margin, same
             )
         if w["retrieval"]:
             scale = self.contrastive_scale(self.logit_scale)
             if self.hparams.negatives == "batch":
                 terms["retrieval"] = losses.retrieval_loss(
-                    out.effect, batch["effect"], batch["effect_id"], scale
+                    out.effect, batch["effect"], batch["effect_id"], scale, same=same
                 )
             elif self.hparams.bank_scope == "per_source" and self.sources_trained > 1:
                 terms["retrieval"] = losses.per_source_bank_loss(
@@ -137,11 +140,12 @@ class CausalAdapterModule(L.LightningModule):
                     scale,
                     self.train_bank,
                     self.source_bounds,
+                    self.train_bank_t,
                 )
             else:
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
-                    out.effect, batch["effect"], rows, scale, self.train_bank
+                    out.effect, batch["effect"], rows, scale, self.train_bank, self.train_bank_t
                 )
         if w["gate"]:
             terms["gate"] = losses.gate_loss(
@@ -152,6 +156,7 @@ class CausalAdapterModule(L.LightningModule):
                 batch["effect_id"],
                 self.hparams.lam,
                 self.contrastive_scale(self.gate_logit_scale),
+                same,
             )
         return terms
 

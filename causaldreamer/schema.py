@@ -43,18 +43,17 @@ NON_NEGATIVE = (_number(lambda v: v >= 0), "a number >= 0")
 PROBABILITY = (_number(lambda v: 0 <= v <= 1), "a number in [0, 1]")
 COUNT = (_integer(lambda v: v >= 1), "an integer >= 1")
 OPTIONAL_COUNT = (_optional(_integer(lambda v: v >= 1)), "null or an integer >= 1")
-STEPS = (_integer(lambda v: v >= 0), "an integer >= 0")
-SEED = (_integer(lambda v: v >= 0), "an integer >= 0")
+NON_NEGATIVE_INTEGER = (_integer(lambda v: v >= 0), "an integer >= 0")
 
 # key -> (check, what it expects). A key missing from a config is not checked; "*" matches any one key.
 RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "seed": SEED,
+    "seed": NON_NEGATIVE_INTEGER,
     "cpu_threads": OPTIONAL_COUNT,
     "model.lam": FINITE,
     "model.lr": POSITIVE,
     "model.min_lr": NON_NEGATIVE,
     "model.weight_decay": NON_NEGATIVE,
-    "model.warmup_steps": STEPS,
+    "model.warmup_steps": NON_NEGATIVE_INTEGER,
     "model.margin": NON_NEGATIVE,
     "model.temperature": POSITIVE,
     "model.min_temperature": POSITIVE,
@@ -67,11 +66,13 @@ RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
     "data.free_cause_prob": PROBABILITY,
     "data.limit_train": OPTIONAL_COUNT,
     "data.limit_eval": OPTIONAL_COUNT,
+    "data.ecare_val_fraction": (_number(lambda v: 0 < v < 1), "a number in (0, 1)"),
+    "data.ecare_batch_size": NON_NEGATIVE_INTEGER,
+    "data.ecare_split_seed": NON_NEGATIVE_INTEGER,
     "trainer.max_epochs": COUNT,
     "trainer.check_val_every_n_epoch": COUNT,
     "encoder.batch_size": COUNT,
     "encoder.max_length": COUNT,
-    "scoring.top_k": COUNT,
     "scoring.limit": OPTIONAL_COUNT,
     "scoring.threshold": (_number(lambda v: -1 <= v <= 1), "a cosine in [-1, 1]"),
 }
@@ -100,7 +101,11 @@ def check_added_keys(cfg: DictConfig, overrides: list[Override]) -> None:
         else:
             parent = ".".join(parts[:-1])
             node = OmegaConf.select(cfg, parent) if parent else cfg
-            siblings = [str(k) for k in node if k != parts[-1]] if isinstance(node, DictConfig) else []
+            siblings = (
+                [str(k) for k in node if k not in (parts[-1], "hydra")]
+                if isinstance(node, DictConfig)
+                else []
+            )
             raise UserError(unknown_key_message(key, [f"{parent}.{k}" if parent else k for k in siblings]))
 
 

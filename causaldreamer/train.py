@@ -39,9 +39,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import wandb
 
     from causaldreamer.loggers import run_config
-    from causaldreamer.sweeps.scoring import RunScorer
+    from causaldreamer.sweeps.scoring import run_scorer
 
-    scorer = RunScorer(cfg) if cfg.get("scoring") else None  # its settings fail here, not after training
+    scorer = run_scorer(cfg)  # its settings fail here, not after training
     L.seed_everything(cfg.seed, workers=True)
     encoder = instantiate(cfg.encoder)
     if resume_from is not None:

@@ -33,6 +33,7 @@ from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.processor import SequenceAttention
 from causaldreamer.diffusion.sd15_random import build_sd15_random_pipeline
+from causaldreamer.diffusion.settings import GenerationSettings
 from causaldreamer.diffusion.tiny import build_tiny_pipeline
 from causaldreamer.encoders import MiniLMEncoder
 
@@ -97,16 +98,14 @@ def build_generator(args) -> CausalSequenceGenerator:
         CausalAdapter().save_pretrained(folder)
         EffectBank(EFFECTS, encoder.encode(EFFECTS), encoder.identity).save(folder)
         adapter_folder = load_adapter_folder(folder)
-    return CausalSequenceGenerator(
-        pipe,
-        adapter_folder,
-        encoder,
+    settings = GenerationSettings(
         num_frames=args.frames,
         top_k=args.frames,
         num_inference_steps=args.steps,
         height=args.resolution,
         width=args.resolution,
     )
+    return CausalSequenceGenerator(pipe, adapter_folder, encoder, settings)
 
 
 def timed(run, device: torch.device) -> dict:
@@ -159,10 +158,10 @@ def main() -> None:
         """One pipeline call exactly as ``CausalSequenceGenerator.render`` makes it, for frames from ``first``."""
         return pipe(
             prompt=prompts,
-            height=generator.height,
-            width=generator.width,
-            num_inference_steps=generator.num_inference_steps,
-            guidance_scale=generator.guidance_scale,
+            height=generator.settings.height,
+            width=generator.settings.width,
+            num_inference_steps=generator.settings.num_inference_steps,
+            guidance_scale=generator.settings.guidance_scale,
             latents=latents[first : first + len(prompts)],
             generator=torch.Generator().manual_seed(0),
             output_type="pil",
@@ -193,7 +192,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {device}, {unet.dtype}, {torch.get_num_threads()} CPU thread(s); "
         f"{model}, random weights ({params:.1f}M-parameter UNet); {args.frames} frames, "
-        f"{generator.width}x{generator.height}, {steps}, CFG {generator.guidance_scale:g}, best of {args.reps}"
+        f"{generator.settings.width}x{generator.settings.height}, {steps}, CFG {generator.settings.guidance_scale:g}, best of {args.reps}"
     )
     print("| calls | attention | s / sequence | CPU s / sequence | peak MiB | added MiB |")
     print("|---|---|---|---|---|---|")

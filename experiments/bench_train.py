@@ -4,10 +4,15 @@ Same machine, same batch size, same adapter, losses and Lightning Trainer; the o
 the text embeddings come from. The paper's loop runs the frozen encoder on 3 text batches per step
 (causes, effects, composed prompts). Usage:
 
-    python experiments/bench_train.py [--epochs 3] [--paper-steps 60] [--threads N]
+    python experiments/bench_train.py [--epochs 3] [--paper-steps 60] [--threads N] [--also-threads M]
+        [--ecare-batch-size 16] [--batch-size B]
 
 Our epochs are timed whole; the paper's epoch is timed over ``--paper-steps`` steps (after one warm-up
-step) and scaled to the epoch's step count, which the output says.
+step) and scaled to the epoch's step count, which the output says. Each epoch's CPU time is printed
+beside its wall time: on a CPU shared with other jobs the wall time moves with their load, the CPU time
+of a 1-thread run much less. With ``--ecare-batch-size`` the CausalLite10K-only epoch is timed too,
+interleaved with the mixed one, and their ratio printed; ``--also-threads`` times our epochs at a second
+thread count, interleaved with the first.
 """
 
 from __future__ import annotations
@@ -19,27 +24,34 @@ from statistics import median
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from causaldreamer import losses
-from causaldreamer.adapter import CausalAdapter
+from causaldreamer.adapter import AdapterOutput, CausalAdapter
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
+from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
+from causaldreamer.intervention import SPAN_NONE, intervention_attention
 from causaldreamer.locations import dataset_dir
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
 
 
 class EpochTimer(L.Callback):
+    """Wall seconds of each training epoch, and the process's CPU seconds in it (every thread's)."""
+
     def __init__(self):
         self.seconds: list[float] = []
+        self.cpu_seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer, module):
-        self._start = time.perf_counter()
+        self._start, self._cpu = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, module):
         self.seconds.append(time.perf_counter() - self._start)
+        self.cpu_seconds.append(time.process_time() - self._cpu)
 
 
 class TextRows(torch.utils.data.Dataset):
@@ -102,11 +114,28 @@ def timed_trainer(timer: EpochTimer, **kwargs) -> L.Trainer:
     )
 
 
-def time_ours(datamodule, epochs: int) -> list[float]:
+def time_ours(datamodule, epochs: int) -> EpochTimer:
     timer = EpochTimer()
     module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
     timed_trainer(timer, max_epochs=epochs).fit(module, datamodule=datamodule)
-    return timer.seconds
+    return timer
+
+
+def time_ours_interleaved(runs: dict[str, tuple], epochs: int) -> dict[str, EpochTimer]:
+    """Our epochs for each (datamodule, threads) of ``runs``, one epoch of each in turn, so that a change
+    in the machine's load falls on all of them alike."""
+    if len(runs) == 1:
+        ((name, (datamodule, threads)),) = runs.items()
+        torch.set_num_threads(threads)
+        return {name: time_ours(datamodule, epochs)}
+    timers = {name: EpochTimer() for name in runs}
+    for _ in range(epochs):
+        for name, (datamodule, threads) in runs.items():
+            torch.set_num_threads(threads)
+            one = time_ours(datamodule, 1)
+            timers[name].seconds += one.seconds
+            timers[name].cpu_seconds += one.cpu_seconds
+    return timers
 
 
 class BareModule(L.LightningModule):
@@ -123,10 +152,10 @@ class BareModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), fused=True)
 
 
-def time_loop_floor(datamodule, epochs: int) -> list[float]:
+def time_loop_floor(datamodule, epochs: int) -> EpochTimer:
     timer = EpochTimer()
     timed_trainer(timer, max_epochs=epochs).fit(BareModule(datamodule.encoder.dim), datamodule=datamodule)
-    return timer.seconds
+    return timer
 
 
 def ms_per_call(run, batches: list[dict], warmup: int = 20) -> float:
@@ -149,28 +178,72 @@ def module_with_bank(datamodule) -> CausalAdapterModule:
     return module
 
 
+def sdpa_gate_readout(out, token_states, token_spans, lam):
+    """The gate loss's read-out as it was before issue 16: the SDPA intervention on transposed views."""
+    batch, length, dim = token_states.shape
+    heads = out.q_gate.shape[1]
+    query = out.effect.view(batch, 1, heads, dim // heads).transpose(1, 2)
+    keys = token_states.view(batch, length, heads, dim // heads).transpose(1, 2)
+    padding = token_spans == PAD_SPAN
+    pad_mask = torch.zeros(batch, 1, 1, length).masked_fill(padding[:, None, None, :], float("-inf"))
+    spans = token_spans.masked_fill(padding, SPAN_NONE)
+    z = intervention_attention(
+        query, keys, keys, spans, out.q_gate, out.k_gate, out.bias, lam, attn_mask=pad_mask
+    )
+    return z.transpose(1, 2).reshape(batch, dim)
+
+
 def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
-    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning)."""
+    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning).
+
+    Where issue 16 changed a part, the part as it was is timed beside it ("before")."""
     module = module_with_bank(datamodule)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, fused=True)
     loader = datamodule.train_dataloader()
     batches = list(loader) * max(1, 250 // len(loader))
+    with torch.no_grad():  # the adapter's outputs as leaves: each loss's own forward and backward
+        outputs = [module.adapter(b["cause"], b["link_type"]) for b in batches]
+    leaves = [
+        (b, AdapterOutput(*(t.clone().requires_grad_() for t in vars(out).values())))
+        for b, out in zip(batches, outputs, strict=True)
+    ]
+
+    def epoch_of_batches(_):
+        for _batch in loader:
+            pass
 
     def adapter_forward_backward(batch):
         out = module.adapter(batch["cause"], batch["link_type"])
         sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
 
-    def bank_softmax(batch):
-        effect_pred = batch["cause"].clone().requires_grad_()
-        rows = module.train_bank_row[batch["effect_id"]]
-        losses.retrieval_loss(
-            effect_pred,
-            batch["effect"],
-            rows,
-            module.contrastive_scale(module.logit_scale),
-            module.train_bank,
-        ).backward()
+    def bank_softmax(one_layout: bool):
+        bank_t = None if one_layout else module.train_bank_t
+
+        def run(item):
+            batch, out = item
+            rows = module.train_bank_row[batch["effect_id"]]
+            scale = module.contrastive_scale(module.logit_scale)
+            if module.sources_trained > 1:
+                loss = losses.per_source_bank_loss(
+                    out.effect, rows, batch["source"], scale, module.train_bank, module.source_bounds, bank_t
+                )
+            else:
+                loss = losses.retrieval_loss(out.effect, None, rows, scale, module.train_bank, bank_t)
+            loss.backward()
+
+        return run
+
+    def gate(readout):
+        def run(item):
+            batch, out = item
+            z = F.normalize(readout(out, batch["token_states"], batch["token_spans"], 0.7), dim=-1)
+            scale = module.contrastive_scale(module.gate_logit_scale)
+            losses.multi_positive_info_nce(
+                z, batch["effect"], losses.same_effect(batch["effect_id"]), scale
+            ).backward()
+
+        return run
 
     def full_step(loss_terms):
         def step(batch):
@@ -183,8 +256,13 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
         return step
 
     parts = {
+        "batch gathering (the DataLoader's batches)": ms_per_call(epoch_of_batches, [None] * 3, warmup=1)
+        / len(loader),
         "adapter forward + backward": ms_per_call(adapter_forward_backward, batches),
-        "bank softmax forward + backward": ms_per_call(bank_softmax, batches),
+        "bank softmax forward + backward": ms_per_call(bank_softmax(False), leaves),
+        "bank softmax forward + backward, one bank layout (before)": ms_per_call(bank_softmax(True), leaves),
+        "gate loss forward + backward": ms_per_call(gate(losses.gate_readout), leaves),
+        "gate loss forward + backward, through SDPA (before)": ms_per_call(gate(sdpa_gate_readout), leaves),
         "fused AdamW step": ms_per_call(lambda _: optimizer.step(), batches),
         "gradient clipping": ms_per_call(lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches),
         "all losses, clipping and AdamW": ms_per_call(full_step(module.loss_terms), batches),
@@ -226,22 +304,7 @@ def time_paper(datamodule, steps: int) -> tuple[float, int]:
     return timer.seconds[0] * len(loader) / (steps + 1), len(loader)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of our loop to time")
-    parser.add_argument("--paper-steps", type=int, default=60, help="steps of the paper's loop to time")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--limit-train", type=int, default=None, help="the first N training rows only")
-    parser.add_argument(
-        "--ecare-batch-size",
-        type=int,
-        default=0,
-        help="e-CARE rows added to each batch (data=causallite10k_ecare: 16)",
-    )
-    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def make_datamodule(args, ecare_batch_size: int) -> CausalPairsDataModule:
     data_dir = os.environ.get("CAUSALDREAMER_DATA_DIR", "../shared/data/causallite10k")
     cache_dir = os.environ.get("CAUSALDREAMER_CACHE_DIR", ".cache/causaldreamer")
     datamodule = CausalPairsDataModule(
@@ -250,21 +313,70 @@ def main() -> None:
         MiniLMEncoder(),
         batch_size=args.batch_size,
         limit_train=args.limit_train,
-        ecare_dir=dataset_dir("ecare") if args.ecare_batch_size else None,
-        ecare_batch_size=args.ecare_batch_size,
+        ecare_dir=dataset_dir("ecare") if ecare_batch_size else None,
+        ecare_batch_size=ecare_batch_size,
     )
     datamodule.prepare_data()
     datamodule.setup("fit")  # builds the embedding cache once, outside the timings
-    ours = time_ours(datamodule, args.epochs)
-    floor = median(time_loop_floor(datamodule, args.epochs))
+    return datamodule
+
+
+def epoch_line(name: str, timer: EpochTimer, steps: int) -> str:
+    wall, cpu = median(timer.seconds), median(timer.cpu_seconds)
+    return (
+        f"{name}: {wall:.3f} s/epoch (median of {len(timer.seconds)}: {[round(s, 3) for s in timer.seconds]}), "
+        f"{1e3 * wall / steps:.2f} ms/step; CPU {cpu:.3f} s/epoch, {1e3 * cpu / steps:.2f} ms/step"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of our loop to time")
+    parser.add_argument("--paper-steps", type=int, default=60, help="steps of the paper's loop to time")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--also-threads",
+        type=int,
+        default=None,
+        help="also time our epochs at this thread count, interleaved",
+    )
+    parser.add_argument("--limit-train", type=int, default=None, help="the first N training rows only")
+    parser.add_argument(
+        "--ecare-batch-size",
+        type=int,
+        default=0,
+        help="e-CARE rows added to each batch (data=causallite10k_ecare: 16); the CausalLite10K-only "
+        "epoch is then timed beside it",
+    )
+    parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    datamodule = make_datamodule(args, args.ecare_batch_size)
+    runs = {"ours (cached embeddings)": (datamodule, args.threads)}
+    if args.also_threads:
+        runs[f"ours at {args.also_threads} threads"] = (datamodule, args.also_threads)
+    alone = make_datamodule(args, 0) if args.ecare_batch_size else datamodule
+    if args.ecare_batch_size:
+        runs["ours, CausalLite10K only"] = (alone, args.threads)
+    timers = time_ours_interleaved(runs, args.epochs)
+    torch.set_num_threads(args.threads)
+    floor_timer = time_loop_floor(datamodule, args.epochs)
     parts = time_step_parts(datamodule, args.compile)
     mflop, gflops = arithmetic_floor(datamodule)
-    paper, steps = time_paper(datamodule, args.paper_steps)
-    ours_epoch = median(ours)
-    print(f"threads={args.threads} batch_size={args.batch_size} steps_per_epoch={steps}")
+    paper, steps = time_paper(alone, args.paper_steps)  # the paper's loop knows no e-CARE
+    ours = timers["ours (cached embeddings)"]
+    ours_epoch, floor = median(ours.seconds), median(floor_timer.seconds)
+    rows = args.batch_size + args.ecare_batch_size
     print(
-        f"ours (cached embeddings): {ours_epoch:.3f} s/epoch (median of {len(ours)}: {[round(s, 3) for s in ours]})"
+        f"threads={args.threads} batch_size={args.batch_size} ecare_batch_size={args.ecare_batch_size} "
+        f"steps_per_epoch={steps}"
     )
+    for name, timer in timers.items():
+        print(epoch_line(name, timer, steps))
+    if args.ecare_batch_size:
+        alone_epoch = median(timers["ours, CausalLite10K only"].seconds)
+        print(f"mixed / CausalLite10K only: {ours_epoch / alone_epoch:.2f}x")
     print(f"paper (re-encode every batch): {paper:.2f} s/epoch (from {args.paper_steps} timed steps)")
     print(f"speed-up: {paper / ours_epoch:.1f}x")
     print(
@@ -277,6 +389,11 @@ def main() -> None:
         f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s (this CPU, "
         f"the adapter's largest matmul at this batch size): {floor_ms:.2f} ms/step, "
         f"{floor_ms * steps * 200 / 1e3:.0f} s for 200 epochs with no overhead at all"
+    )
+    step_floor = floor_ms + 1e3 * floor / steps
+    print(
+        f"floor (arithmetic + Lightning's loop): {step_floor:.2f} ms/step; ours {1e3 * ours_epoch / steps:.2f} "
+        f"ms/step: {1e3 * ours_epoch / steps / step_floor:.2f}x the floor ({rows} rows a step)"
     )
     print("a step's parts, plain PyTorch loops over the same batches (no Lightning):")
     for name, ms in parts.items():

@@ -8,6 +8,7 @@ the generate entry point in-process and as a subprocess.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -126,9 +127,9 @@ def generate_one(adapter: Path, output_dir: Path, *overrides: str) -> dict:
             "diffusion=tiny",
             f"cause={CAUSE!r}",
             f"adapter={adapter}",
-            "num_frames=2",
-            "top_k=2",
-            "num_inference_steps=1",
+            "generation.num_frames=2",
+            "generation.top_k=2",
+            "generation.num_inference_steps=1",
             *overrides,
         ],
         output_dir,
@@ -143,7 +144,9 @@ def test_generate_defaults_to_the_adapters_lambda_and_template(exported, tmp_pat
     assert all(f["prompt"] == TEMPLATE.format(cause=CAUSE, effect=f["effect"]) for f in record["frames"])
     assert record["adapter_defaults"] == {"lambda": LAM, "template": TEMPLATE} and record["overrides"] == {}
 
-    record = generate_one(exported, tmp_path / "override", "lam=0.5", "template='{cause}; {effect}'")
+    record = generate_one(
+        exported, tmp_path / "override", "generation.lam=0.5", "generation.template='{cause}; {effect}'"
+    )
     assert record["lambda"] == 0.5 and record["template"] == "{cause}; {effect}"
     assert record["overrides"] == {"lambda": 0.5, "template": "{cause}; {effect}"}
     assert record["adapter_defaults"] == {"lambda": LAM, "template": TEMPLATE}
@@ -160,9 +163,9 @@ def test_evaluate_method_defaults_to_the_adapters_settings(exported, tmp_path):
 
     own = method()
     assert own.record()["lambda"] == LAM and own.record()["template"] == TEMPLATE
-    overridden = method("method.lam=0.5")
+    overridden = method("generation.lam=0.5")
     assert overridden.record()["lambda"] == 0.5 and overridden.record()["template"] == TEMPLATE
-    overridden.generator.num_inference_steps = 1
+    overridden.generator.settings = dataclasses.replace(overridden.generator.settings, num_inference_steps=1)
     record = overridden.generate_sequence(CAUSE, ["a", "b"], seed=0).record
     assert record["overrides"] == {"lambda": 0.5} and record["adapter_defaults"]["lambda"] == LAM
 
@@ -171,7 +174,8 @@ def test_generate_cli_takes_a_hub_id_offline(exported, tmp_path, data_dir, cache
     cache = tmp_path / "hub"
     hub_cache(cache, REPO_ID, exported)
     env = cli_environment(data_dir, cache_dir, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
-    common = ["diffusion=tiny", f"cause={CAUSE!r}", "num_frames=2", "top_k=2", "num_inference_steps=1"]
+    common = ["diffusion=tiny", f"cause={CAUSE!r}", "generation.num_frames=2", "generation.top_k=2"]
+    common += ["generation.num_inference_steps=1"]
     result = run_module(
         "causaldreamer.generate",
         [*common, f"adapter={REPO_ID}", f"output_dir={tmp_path / 'out'}"],

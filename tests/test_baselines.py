@@ -61,6 +61,19 @@ def test_each_baseline_draws_one_frame_per_effect(tiny, sequences, name):
     assert set(method.record()["model_ids"].values()) == {TINY_MODEL_ID}
 
 
+@pytest.mark.parametrize("name", BASELINES)
+def test_each_baseline_goes_into_the_prediction_module_frozen(tiny, name):
+    """The loop of generate and evaluate holds every torch module a baseline draws with, each once."""
+    from causaldreamer.generation.module import SequencePrediction
+
+    module = SequencePrediction(tiny[name])
+    parameters = list(module.parameters())
+    assert "unet" in module.frozen and "vae" in module.frozen
+    assert len({id(p) for p in parameters}) == len(parameters)
+    assert parameters and not any(p.requires_grad for p in parameters)
+    assert not any(m.training for m in module.frozen.modules())
+
+
 def test_own_seeds_give_each_frame_its_latent_and_a_shared_seed_one_latent(tiny):
     same_effects = [EFFECTS[0]] * 3  # identical prompts: only the starting latent can tell frames apart
     own = pixels(tiny["sd15"].generate(CAUSE, same_effects, seed=5))

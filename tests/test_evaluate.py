@@ -20,6 +20,7 @@ from PIL import Image
 from causaldreamer.bank import EffectBank
 from causaldreamer.data.files import load_counterfactual
 from causaldreamer.diffusion.sequence_files import image_grid, sequence_folder_name, write_sequence
+from causaldreamer.diffusion.settings import GenerationSettings
 from causaldreamer.errors import EXIT_USER_ERROR, UserError
 from causaldreamer.evaluate import evaluate
 from causaldreamer.evaluation.sequences import check_reusable
@@ -114,9 +115,38 @@ def test_causaldreamer_over_ten_scenarios(tiny_run, scenarios, adapter_dir, mini
     assert not [p for p in output_dir.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+def test_ddp_on_two_cpu_processes_draws_and_scores_what_one_process_does(
+    tiny_run, adapter_dir, env, tmp_path
+):
+    """trainer=ddp_cpu: two gloo processes (Lightning runs the command once more) shard the scenarios of
+    trainer.predict; they write the one-process run's folders byte for byte, and the metric states synced
+    across them give its scores."""
+    result, reference = tiny_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    output_dir = tmp_path / "out"
+    args = [*TINY_CAUSALDREAMER, f"adapter={adapter_dir}", "limit=10", f"output_dir={output_dir}"]
+    ddp = evaluate_cli([*args, "trainer=ddp_cpu"], env, tmp_path)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "MEMBER: 2/2" in ddp.stdout + ddp.stderr
+    folders = sorted(p.name for p in reference.iterdir() if (p / "record.json").is_file())
+    assert sorted(p.name for p in output_dir.iterdir() if (p / "record.json").is_file()) == folders
+    for name in folders:  # frames, grid, GIF and record
+        for file in sorted((reference / name).iterdir()):
+            assert (output_dir / name / file.name).read_bytes() == file.read_bytes(), file
+    ours, theirs = pd.read_csv(output_dir / "sequences.csv"), pd.read_csv(reference / "sequences.csv")
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=False, atol=1e-6)
+    ours, theirs = (
+        pd.read_csv(output_dir / "summary.csv").iloc[0],
+        pd.read_csv(reference / "summary.csv").iloc[0],
+    )
+    for column in [*METRICS, "coverage_path_mean", "coverage_zero_shot_share"]:
+        assert ours[column] == pytest.approx(theirs[column], abs=1e-6), column
+    assert len(list((output_dir / "wandb").glob("offline-run-*"))) == 1  # rank 0 alone writes and logs
+
+
 def test_rerun_reuses_complete_sequences_and_redraws_a_partial_one(tmp_path, adapter_dir, env, scenarios):
     output_dir = tmp_path / "out"
-    args = [*TINY_CAUSALDREAMER, "diffusion.num_inference_steps=1", f"adapter={adapter_dir}"]
+    args = [*TINY_CAUSALDREAMER, "generation.num_inference_steps=1", f"adapter={adapter_dir}"]
     first = evaluate_cli([*args, "limit=3", f"output_dir={output_dir}"], env, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     kept = {p: p.stat().st_mtime_ns for p in output_dir.glob("*/*") if p.suffix in (".png", ".json")}
@@ -189,7 +219,10 @@ def test_compare_stacks_two_summaries(tiny_run, baseline_run, env, tmp_path):
     [
         ([*TINY_CAUSALDREAMER, "adapter=/nonexistent/adapter"], "error: adapter folder /nonexistent/adapter"),
         ([*TINY_SD15, "limit=0"], "error: limit=0"),
-        (["method=nope", "metrics.tiny=true"], "error: method=nope is not an option of the config group 'method'"),
+        (
+            ["method=nope", "metrics.tiny=true"],
+            "error: method=nope is not an option of the config group 'method'",
+        ),
     ],
     ids=["missing-adapter", "limit-0", "unknown-method"],
 )
@@ -214,8 +247,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(args, message, env, tmp
         ([*TINY_SD15, "limit=-1"], "limit=-1"),
         ([*TINY_SD15, "seed=1.5"], "seed=1.5"),
         ([*TINY_SD15, "scenarios_file=/nonexistent.csv"], "scenarios_file=/nonexistent.csv not found"),
+        ([*TINY_SD15, "generation.safety_checker=true"], "the baselines never carry it"),
     ],
-    ids=["no-adapter", "missing-dino", "limit-negative", "seed-float", "no-scenarios"],
+    ids=["no-adapter", "missing-dino", "limit-negative", "seed-float", "no-scenarios", "baseline-safety"],
 )
 def test_bad_settings_are_refused_before_anything_is_written(overrides, message, tmp_path, data_dir):
     output_dir = tmp_path / "out"
@@ -238,9 +272,7 @@ def test_causaldreamer_method_shows_its_own_effects_and_records_them(adapter_dir
         adapter=str(adapter_dir),
         pipeline=OmegaConf.create({"_target_": "causaldreamer.diffusion.tiny.build_tiny_pipeline"}),
         encoder=OmegaConf.create({"_target_": "causaldreamer.encoders.MiniLMEncoder"}),
-        num_frames=4,
-        top_k=4,
-        num_inference_steps=1,
+        settings=GenerationSettings(num_frames=4, top_k=4, num_inference_steps=1),
     )
     reference = ["the reference effect, never drawn"] * 8
     sequence = method.generate_sequence("A dog running in a park", reference, seed=3)

@@ -45,10 +45,10 @@ from causaldreamer.train import train
 SMOKE = ["trainer.max_epochs=1", "scoring.limit=16"]
 TINY_GENERATION = [
     "diffusion=tiny",
-    "scoring.generation.features=tiny",
-    "scoring.generation.num_scenarios=1",
-    "scoring.generation.num_frames=3",
-    "scoring.top_k=3",
+    "scoring.features=tiny",
+    "scoring.num_scenarios=1",
+    "generation.num_frames=3",
+    "generation.top_k=3",
 ]
 LOSSES = ("delta", "triplet", "retrieval", "gate")
 SWEEP_EXTRA = ("hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_submitit_launcher")
@@ -135,23 +135,33 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path
     assert table["model.lam"].tolist() == [0.6, 0.9] and table["status"].tolist() == ["done", "done"]
     assert table["coverage/mean"].notna().all()
     markdown = (sweep_dir / "summary.md").read_text()
-    assert "| job | model.lam | val/recall@1" in markdown and "coverage/zero_shot/mean" in markdown
+    assert "| job | model.lam | val/selection | val/recall@1" in markdown and "coverage/zero_shot/mean" in markdown
     assert "`diffusion=tiny`" in markdown  # overrides shared by all runs go into the header
     with Image.open(sweep_dir / "summary.png") as plot:
         assert plot.format == "PNG" and plot.width > 600
 
 
-def test_topk_sweep_scores_each_top_k(as_hydra_job, tmp_path):
-    jobs = sweep_jobs("topk_sweep", "scoring.top_k=2,8")
-    assert jobs == [["scoring.top_k=2"], ["scoring.top_k=8"]]
-    for i, job in enumerate(jobs):
-        train(as_hydra_job(["+experiment=[smoke,topk_sweep]", *job, *SMOKE, "logger=csv"], tmp_path / str(i)))
-    table = write_summary(tmp_path)
-    assert table["scoring.top_k"].tolist() == [2, 8]
-    # The same seeded training; only retrieval depth changes, and more effects cover more references.
-    assert table["val/recall@5"].nunique() == 1
-    assert table["coverage/zero_shot/mean"].is_monotonic_increasing
-    assert (tmp_path / "summary.png").is_file()
+def test_topk_sweep_trains_once_and_each_top_k_changes_coverage_and_frames(as_hydra_job, tmp_path):
+    """top_k does not enter training: one run, every value scored from its adapter into <run>/sweep/,
+    and each value changes what it claims to: the K effects coverage scores and the frames show."""
+    overrides = ["+experiment=[smoke,topk_sweep]", "scoring.sweep.top_k=[1,2,8]", *SMOKE, *TINY_GENERATION]
+    hydra = hydra_compose(overrides)
+    assert str(hydra.hydra.mode) != "RunMode.MULTIRUN"  # a single training run
+    train(as_hydra_job([*overrides, "logger=csv"], tmp_path))
+    sweep = tmp_path / "sweep"
+    table = pd.read_csv(sweep / "summary.csv")
+    assert table["generation.top_k"].tolist() == [1, 2, 8] and table["status"].tolist() == ["done"] * 3
+    assert table["coverage/zero_shot/mean"].is_monotonic_increasing  # more effects cover more references
+    assert table["coverage/mean"].nunique() == 3 and table["gen/sds"].nunique() == 3
+    assert (sweep / "summary.png").is_file() and "generation.top_k" in (sweep / "summary.md").read_text()
+    effects, frames = [], []
+    for job in ("0", "1", "2"):
+        (record_file,) = (sweep / job / "sequences").glob("*/record.json")
+        record = json.loads(record_file.read_text())
+        effects.append([frame["effect"] for frame in record["frames"]])
+        frames.append([(record_file.parent / name).read_bytes() for name in record["files"]])
+    assert [len(set(shown)) for shown in effects] == [1, 2, 3]  # K effects over 3 frames, K = 1, 2, 8
+    assert frames[0] != frames[1] != frames[2] != frames[0]
 
 
 def test_ablation_grid_runs_and_gates_off_are_exactly_one(as_hydra_job, tmp_path):
@@ -168,19 +178,30 @@ def test_ablation_grid_runs_and_gates_off_are_exactly_one(as_hydra_job, tmp_path
     assert torch.equal(out.k_gate, torch.ones(4, 8, 2))
 
 
-def test_generation_ablations_generate_with_each_switch(as_hydra_job, tmp_path):
-    jobs = sweep_jobs("generation_ablations", "+ablation=full,no_shared_seed")
-    for job in jobs:
-        overrides = ["+experiment=[smoke,generation_ablations]", *job, *SMOKE, *TINY_GENERATION, "logger=csv"]
-        train(as_hydra_job(overrides, tmp_path / job[0].split("=")[1]))
-    table = write_summary(tmp_path).set_index("ablation")
+def test_generation_ablations_train_once_and_generate_with_each_switch(as_hydra_job, tmp_path):
+    overrides = ["+experiment=[smoke,generation_ablations]", "scoring.sweep.ablation=[full,no_shared_seed]"]
+    train(as_hydra_job([*overrides, *SMOKE, *TINY_GENERATION, "logger=csv"], tmp_path))
+    table = pd.read_csv(tmp_path / "sweep" / "summary.csv").set_index("ablation")
     assert table["gen/dino_tcs"].notna().all()
     assert table.loc["full", "gen/dino_tcs"] != table.loc["no_shared_seed", "gen/dino_tcs"]
     records = {
-        name: json.loads(next((tmp_path / name / "sequences").glob("*/record.json")).read_text())
-        for name in ("full", "no_shared_seed")
+        name: json.loads(next((tmp_path / "sweep" / job / "sequences").glob("*/record.json")).read_text())
+        for name, job in (("full", "0"), ("no_shared_seed", "1"))
     }
     assert records["full"]["shared_seed"] is True and records["no_shared_seed"]["shared_seed"] is False
+
+
+def test_a_sweep_names_only_generation_settings_and_generation_ablations(tmp_path, data_dir, cache_dir):
+    paths = [f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
+    for override, message in (
+        ("scoring.sweep={lamda:[0.5]}", "scoring.sweep.lamda: sweep a key of the generation group"),
+        ("scoring.sweep={ablation:[no_gates]}", "no_gates is a training-side ablation"),
+        ("scoring.sweep={top_k:[0]}", "top_k=0"),
+    ):
+        cfg = compose_config("train", ["+experiment=[smoke,study]", *paths, override], tmp_path)
+        with pytest.raises(UserError, match=message):
+            train(cfg)
+        assert not (tmp_path / "run.yaml").exists()
 
 
 # -- the switches each change the computation -----------------------------------------------------------
@@ -281,10 +302,10 @@ CAUSE = "a glass tipping over on a table"
 
 
 def generator_for(ablation: str, adapter_folder, minilm, data_dir, tmp_path):
-    """The generator scoring builds for ``+experiment=generation_ablations +ablation=...`` (tiny, 3 frames)."""
-    overrides = ["+experiment=generation_ablations", f"+ablation={ablation}", f"paths.data_dir={data_dir}"]
-    cfg = compose_config("train", [*overrides, *TINY_GENERATION], tmp_path)
-    return RunScorer(cfg).generator(adapter_folder, minilm)
+    """The generator scoring builds for ``+experiment=study +ablation=...`` (tiny, 3 frames)."""
+    overrides = ["+experiment=study", f"+ablation={ablation}", f"paths.data_dir={data_dir}"]
+    scorer = RunScorer(compose_config("train", [*overrides, *TINY_GENERATION], tmp_path))
+    return scorer.method(scorer.settings, adapter_folder, minilm).generator
 
 
 def pixels(images) -> list[torch.Tensor]:
@@ -357,10 +378,10 @@ def test_summary_of_a_multirun_without_metrics_writes_nothing(tmp_path, monkeypa
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("scoring.top_k=0", "scoring.top_k=0 is invalid: expected an integer >= 1"),
-        ("scoring.retrieval=nearest", "scoring.retrieval='nearest': use one of topk, path"),
+        ("generation.top_k=0", "top_k=0: must be an integer >= 1"),
+        ("generation.retrieval=nearest", "retrieval='nearest': use one of topk, path"),
         ("scoring.scenarios=/nonexistent.csv", "scoring.scenarios=/nonexistent.csv not found"),
-        ("scoring.generation.features=fancy", "scoring.generation.features='fancy'"),
+        ("scoring.features=fancy", "scoring.features='fancy'"),
     ],
 )
 def test_bad_scoring_settings_fail_before_training(tmp_path, data_dir, cache_dir, override, message):

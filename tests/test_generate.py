@@ -8,7 +8,9 @@ adapter starts neutral), so that the intervention visibly reaches the frames.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import inspect
 import json
 import subprocess
 import sys
@@ -32,7 +34,7 @@ from causaldreamer.diffusion.adapter_folder import load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
 from causaldreamer.diffusion.sd15 import load_stable_diffusion
 from causaldreamer.diffusion.sequence_files import image_grid, sequence_folder_name, write_sequence
-from causaldreamer.diffusion.settings import check_settings
+from causaldreamer.diffusion.settings import GenerationSettings, check_settings
 from causaldreamer.diffusion.spans import frame_prompts_and_spans
 from causaldreamer.diffusion.tiny import TINY_MODEL_ID, build_tiny_pipeline
 from causaldreamer.encoders import MiniLMEncoder
@@ -60,14 +62,8 @@ def adapter_dir(tmp_path_factory, encoder, data_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def generator(adapter_dir, encoder) -> CausalSequenceGenerator:
-    return CausalSequenceGenerator(
-        build_tiny_pipeline(),
-        load_adapter_folder(adapter_dir),
-        encoder,
-        num_frames=FRAMES,
-        top_k=FRAMES,
-        num_inference_steps=STEPS,
-    )
+    settings = GenerationSettings(num_frames=FRAMES, top_k=FRAMES, num_inference_steps=STEPS)
+    return CausalSequenceGenerator(build_tiny_pipeline(), load_adapter_folder(adapter_dir), encoder, settings)
 
 
 def span_letters(tokenizer, ids: torch.Tensor, span_ids: torch.Tensor, span: int) -> str:
@@ -216,33 +212,47 @@ def test_one_batched_call_from_one_latent_with_the_adapter_run_once(generator, a
 
 
 def test_same_seed_same_frames_and_lambda_reaches_the_frames(generator):
-    generator.num_inference_steps = 1
+    settings = generator.settings
+    generator.settings = dataclasses.replace(settings, num_inference_steps=1)
     try:
         first = generator.generate(CAUSE, seed=7).frames
         again = generator.generate(CAUSE, seed=7).frames
-        generator.lam = 3.0
+        generator.settings = dataclasses.replace(generator.settings, lam=3.0)
         stronger = generator.generate(CAUSE, seed=7).frames
     finally:
-        generator.num_inference_steps, generator.lam = STEPS, 0.7
+        generator.settings = settings
     assert all(a.tobytes() == b.tobytes() for a, b in zip(first, again, strict=True))
     assert any(a.tobytes() != b.tobytes() for a, b in zip(first, stronger, strict=True))
 
 
 def test_path_retrieval_with_shared_first_frame(adapter_dir, encoder):
+    settings = GenerationSettings(
+        num_frames=3, top_k=3, num_inference_steps=1, retrieval="path", share_first_frame=True
+    )
     generator = CausalSequenceGenerator(
-        build_tiny_pipeline(),
-        load_adapter_folder(adapter_dir),
-        encoder,
-        num_frames=3,
-        top_k=3,
-        num_inference_steps=1,
-        retrieval="path",
-        share_first_frame=True,
+        build_tiny_pipeline(), load_adapter_folder(adapter_dir), encoder, settings
     )
     sequence = generator.generate(CAUSE, seed=0)
     indices = [f["bank_index"] for f in sequence.record["frames"]]
     assert len(sequence.frames) == 3 and len(set(indices)) == 3  # path retrieval never repeats an effect
     assert sequence.record["share_first_frame"] is True
+
+
+def test_top_k_is_the_number_of_effects_shown_in_both_retrieval_modes(generator):
+    """K effects, held over neighbouring frames when K < T: what coverage scores is what the frames show."""
+    settings = generator.settings
+    try:
+        for retrieval in ("topk", "path"):
+            shown = {}
+            for top_k in (1, 2, FRAMES):
+                generator.settings = dataclasses.replace(settings, top_k=top_k, retrieval=retrieval)
+                indices = generator.plan(CAUSE).retrieved.bank_indices
+                assert len(indices) == FRAMES and len(set(indices)) == top_k, (retrieval, top_k)
+                assert indices == sorted(indices, key=indices.index)  # each effect on consecutive frames
+                shown[top_k] = indices
+            assert len({tuple(indices) for indices in shown.values()}) == 3
+    finally:
+        generator.settings = settings
 
 
 def test_generators_sharing_a_pipeline_interleaved_draw_what_each_draws_alone(adapter_dir, encoder):
@@ -257,7 +267,8 @@ def test_generators_sharing_a_pipeline_interleaved_draw_what_each_draws_alone(ad
         return [image.tobytes() for image in generator.generate(CAUSE, seed=0).frames]
 
     def make(pipe, kwargs) -> CausalSequenceGenerator:
-        return CausalSequenceGenerator(pipe, folder, encoder, num_inference_steps=STEPS, **kwargs)
+        settings = GenerationSettings(num_inference_steps=STEPS, **kwargs)
+        return CausalSequenceGenerator(pipe, folder, encoder, settings)
 
     alone = [frames(make(build_tiny_pipeline(), kwargs)) for kwargs in settings]
     pipe = build_tiny_pipeline()
@@ -267,14 +278,9 @@ def test_generators_sharing_a_pipeline_interleaved_draw_what_each_draws_alone(ad
 
 
 def test_ablations_own_seed_per_frame_and_no_progression(adapter_dir, encoder, generator):
+    settings = GenerationSettings(num_frames=FRAMES, top_k=FRAMES, progression=False, shared_seed=False)
     ablated = CausalSequenceGenerator(
-        build_tiny_pipeline(),
-        load_adapter_folder(adapter_dir),
-        encoder,
-        num_frames=FRAMES,
-        top_k=FRAMES,
-        progression=False,
-        shared_seed=False,
+        build_tiny_pipeline(), load_adapter_folder(adapter_dir), encoder, settings
     )
     latents, shared = ablated.initial_latents(seed=5), generator.initial_latents(seed=5)
     assert torch.equal(latents[0], shared[0])  # frame f starts from seed + f
@@ -313,9 +319,9 @@ def test_missing_sd_weights_are_one_clear_error(tmp_path):
     ],
 )
 def test_bad_settings_are_refused(override, message):
-    settings = {"num_frames": 8, "top_k": 8, "lam": 0.7, "bank_size": BANK_SIZE, **override}
+    settings = GenerationSettings(**{"num_frames": 8, "top_k": 8, "lam": 0.7, **override})
     with pytest.raises(UserError, match=message):
-        check_settings(**settings)
+        check_settings(settings, BANK_SIZE)
 
 
 def compose_generate(overrides: list[str]):
@@ -328,10 +334,10 @@ def compose_generate(overrides: list[str]):
     [
         ["cause=''"],
         ["cause='   '"],
-        ["num_frames=1"],
-        ["top_k=0"],
-        [f"top_k={BANK_SIZE + 1}"],
-        ["lam=nan"],
+        ["generation.num_frames=1"],
+        ["generation.top_k=0"],
+        [f"generation.top_k={BANK_SIZE + 1}"],
+        ["generation.lam=nan"],
         ["adapter=/nonexistent/adapter"],
         ["causes_file=/nonexistent/causes.csv", "cause=null"],
     ],
@@ -372,9 +378,9 @@ def test_cli_writes_each_sequence_of_a_causes_file(adapter_dir, data_dir, tmp_pa
     result = run_cli(
         f"causes_file={data_dir / 'test_counterfactual.csv'}",
         "limit=2",
-        "num_frames=3",
-        "top_k=5",
-        "num_inference_steps=1",
+        "generation.num_frames=3",
+        "generation.top_k=5",
+        "generation.num_inference_steps=1",
         f"adapter={adapter_dir}",
         f"output_dir={output_dir}",
         cwd=tmp_path,
@@ -402,7 +408,7 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(adapter_dir, tmp_pa
     output_dir = tmp_path / "out"
     result = run_cli(
         f"cause={CAUSE!r}",
-        f"top_k={BANK_SIZE + 1}",
+        f"generation.top_k={BANK_SIZE + 1}",
         f"adapter={adapter_dir}",
         f"output_dir={output_dir}",
         cwd=tmp_path,
@@ -411,3 +417,92 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(adapter_dir, tmp_pa
     assert result.stderr.strip().splitlines()[-1].startswith("error: top_k=")
     assert "Traceback" not in result.stderr
     assert not output_dir.exists()
+
+
+# -- one settings object for every entry point ------------------------------------------------------------
+
+ENTRY_POINTS = [("generate", []), ("evaluate", []), ("train", ["+experiment=study"])]
+
+
+def compose_entry(config: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config, overrides=overrides)
+
+
+@pytest.mark.parametrize(("config", "overrides"), ENTRY_POINTS)
+def test_the_library_defaults_are_the_command_lines(config, overrides):
+    from hydra.utils import instantiate
+
+    from causaldreamer.metrics.coverage import counterfactual_coverage, coverage_of_predictions
+    from causaldreamer.retrieval import retrieve_effects, retrieve_sequence
+
+    cfg = compose_entry(config, overrides)
+    defaults = GenerationSettings()
+    assert instantiate(cfg.generation) == defaults
+    for function in (retrieve_effects, retrieve_sequence, counterfactual_coverage, coverage_of_predictions):
+        parameters = inspect.signature(function).parameters
+        assert parameters["mode"].default == defaults.retrieval, function.__name__
+        assert parameters["top_k"].default == defaults.top_k, function.__name__
+    assert inspect.signature(CausalSequenceGenerator).parameters["settings"].default == defaults
+    assert inspect.signature(load_stable_diffusion).parameters["safety_checker"].default is False
+    if config == "evaluate":
+        assert cfg.method.settings == cfg.generation  # CausalDreamer's method reads the same node
+
+
+@pytest.mark.parametrize(
+    ("ablation", "setting", "value"),
+    [
+        ("no_progression", "progression", False),
+        ("no_shared_seed", "shared_seed", False),
+        ("shared_attention", "share_first_frame", True),
+    ],
+)
+@pytest.mark.parametrize(("config", "overrides"), ENTRY_POINTS)
+def test_a_generation_ablation_sets_the_same_key_in_every_entry_point(
+    config, overrides, ablation, setting, value
+):
+    from hydra.utils import instantiate
+
+    cfg = compose_entry(config, [*overrides, f"+ablation={ablation}"])
+    assert getattr(instantiate(cfg.generation), setting) == value
+
+
+def test_the_safety_checker_is_one_setting_and_every_record_says_it(generator, adapter_dir, tmp_path):
+    from omegaconf import OmegaConf
+
+    from causaldreamer.methods.causaldreamer import build_causaldreamer
+    from causaldreamer.methods.text_to_image import build_sd15
+
+    assert generator.shared_record()["safety_checker"] is False
+    assert build_sd15(tiny=True, num_inference_steps=1).record()["safety_checker"] is False
+    saved = build_tiny_pipeline()
+    saved.save_pretrained(tmp_path / "sd")
+    loader = {
+        "_target_": "causaldreamer.diffusion.sd15.load_stable_diffusion",
+        "name_or_path": str(tmp_path / "sd"),
+    }
+    encoder = OmegaConf.create({"_target_": "causaldreamer.encoders.MiniLMEncoder"})
+    method = build_causaldreamer(str(adapter_dir), OmegaConf.create(loader | {"device": "cpu"}), encoder)
+    assert method.generator.pipe.safety_checker is None and method.record()["safety_checker"] is False
+    tiny = OmegaConf.create({"_target_": "causaldreamer.diffusion.tiny.build_tiny_pipeline"})
+    with pytest.raises(UserError, match="builds no safety checker"):
+        build_causaldreamer(str(adapter_dir), tiny, encoder, GenerationSettings(safety_checker=True))
+    assert compose_generate([]).generation.safety_checker is False  # generate: the same node and default
+
+
+def test_cli_under_ddp_with_fewer_causes_than_processes(adapter_dir, tmp_path):
+    """One cause, two gloo processes: the one with no share gets an empty batch and still finishes."""
+    output_dir = tmp_path / "out"
+    result = run_cli(
+        f"cause={CAUSE!r}",
+        "generation.num_frames=2",
+        "generation.num_inference_steps=1",
+        f"adapter={adapter_dir}",
+        f"output_dir={output_dir}",
+        "trainer=ddp_cpu",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MEMBER: 2/2" in result.stdout + result.stderr
+    (folder,) = (p for p in output_dir.iterdir() if p.is_dir())
+    assert folder.name == sequence_folder_name(0, CAUSE) and (folder / "record.json").is_file()

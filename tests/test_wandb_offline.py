@@ -64,3 +64,40 @@ def test_training_run_logs_its_whole_config_and_the_adapter_artifact(cli_env, tm
     adapter = CausalAdapter.from_pretrained(adapter_dir)
     assert adapter.lam == 0.9 and not adapter.use_gates and len(adapter.bank) == 5131
     assert "| val/recall@5 |" in (adapter_dir / "README.md").read_text()
+
+
+def test_training_with_a_diffusion_model_logs_captioned_preview_grids(cli_env, tmp_path):
+    """The preview callback on the CPU (on_cpu, tiny random weights): one grid per cause at every
+    validation, captioned, as W&B image records of the run and PNG files of its media."""
+    args = [
+        "+experiment=[smoke,study]",
+        "diffusion=tiny",
+        "trainer.max_epochs=2",
+        "test=false",
+        "scoring.limit=4",
+        "scoring.features=tiny",
+        "scoring.num_scenarios=1",
+        "generation.num_frames=2",
+        "generation.top_k=2",
+        "callbacks.sequence_preview.on_cpu=true",
+        "callbacks.sequence_preview.every_n_validations=1",
+        "callbacks.sequence_preview.causes=[a glass falls off a table,a dog runs into a puddle]",
+    ]
+    result = run_module("causaldreamer.train", args, cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    records = [json.loads(line) for line in inspect_run(offline).splitlines()]
+    previews = [
+        record["history"]["item"]
+        for record in records
+        if record["type"] == "history" and "preview/sequences._type" in record["history"]["item"]
+    ]
+    assert len(previews) == 2  # two validations, every one rendered
+    for preview in previews:
+        assert preview["preview/sequences._type"] == "images/separated"
+        assert [caption.split(" (epoch")[0] for caption in preview["preview/sequences.captions"]] == [
+            "a glass falls off a table",
+            "a dog runs into a puddle",
+        ]
+    assert len(list(offline.glob("files/media/images/preview/*.png"))) == 4

@@ -2,7 +2,7 @@
 in a local folder or a Hugging Face Hub repository.
 
 Generation needs nothing else from training: the adapter also carries the lambda and prompt template it
-was trained with, which generation uses unless a setting overrides them. Checksums of both weight files
+was trained with, which generation uses unless a setting overrides them (``GenerationSettings.for_adapter``). Checksums of both weight files
 go into every record, so a sequence can be traced back to the exact adapter that made it.
 """
 
@@ -39,22 +39,6 @@ class AdapterFolder:
     bank: EffectBank
     adapter_sha256: str
     bank_sha256: str
-
-    def generation_settings(self, lam: float | None, template: str | None) -> dict:
-        """``lam`` and ``template`` for generation: null means the adapter's own, so that an adapter renders
-        as it was trained unless the user says otherwise."""
-        return {
-            "lam": self.adapter.lam if lam is None else lam,
-            "template": self.adapter.template if template is None else template,
-        }
-
-    def settings_record(self, lam: float | None, template: str | None) -> dict:
-        """For a sequence's record: the adapter's own values and the settings that overrode them."""
-        given = {"lambda": lam, "template": template}
-        return {
-            "adapter_defaults": {"lambda": self.adapter.lam, "template": self.adapter.template},
-            "overrides": {name: value for name, value in given.items() if value is not None},
-        }
 
 
 def load_adapter_folder(path: str | Path | None) -> AdapterFolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+from causaldreamer.diffusion.settings import GenerationSettings
 from causaldreamer.errors import UserError
 
 
@@ -18,9 +19,10 @@ def load_stable_diffusion(
     name_or_path: str = "stable-diffusion-v1-5/stable-diffusion-v1-5",
     device: str = "auto",
     fp16: bool | None = None,
-    safety_checker: bool = True,
+    safety_checker: bool = GenerationSettings.safety_checker,
 ) -> StableDiffusionPipeline:
-    """fp16 on CUDA unless ``fp16`` says otherwise (fp32 on CPU, where half precision is slow)."""
+    """fp16 on CUDA unless ``fp16`` says otherwise (fp32 on CPU, where half precision is slow); the NSFW
+    checker only with ``safety_checker`` (the generation setting, off by default: it blacks out frames)."""
     device = resolve_device(device)
     half = device.type == "cuda" if fp16 is None else fp16
     extra = {} if safety_checker else {"safety_checker": None, "requires_safety_checker": False}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -20,6 +21,15 @@ GIF_FRAME_MS = 400
 GRID_MIN_WIDTH = 160  # px per frame in grid.png, so that its caption has room
 CAPTION_LINES = 3  # lines of effect text under each frame; longer text ends in ELLIPSIS
 ELLIPSIS = "..."
+
+
+@dataclass
+class GeneratedSequence:
+    """One sequence's frames and record, from CausalDreamer or a baseline; ``record["frames"][f]["effect"]``
+    is the effect frame f shows, the text the CLIP, CCS and CPS metrics pair it with."""
+
+    frames: list[Image.Image]
+    record: dict
 
 
 def sequence_folder_name(index: int, cause: str) -> str:

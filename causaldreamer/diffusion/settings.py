@@ -63,6 +63,9 @@ class GenerationSettings:
         return {("lambda" if name == "lam" else name): value for name, value in values.items()}
 
 
+DEFAULTS = GenerationSettings()  # the library's defaults, which conf/generation/default.yaml repeats
+
+
 def check_settings(settings: GenerationSettings, bank_size: int | None = None) -> None:
     """Reject settings that cannot make a sequence; with ``bank_size`` also a top_k the effect bank cannot
     give. Called once per run, before any model loads: where the bank is not known yet (the studies check
@@ -75,7 +78,9 @@ def check_settings(settings: GenerationSettings, bank_size: int | None = None) -
     if not _is_int(s.top_k) or s.top_k < 1:
         raise UserError(f"top_k={s.top_k!r}: must be an integer >= 1 (the effects retrieved per cause)")
     if bank_size is not None and s.top_k > bank_size:
-        raise UserError(f"top_k={s.top_k!r}: must be an integer from 1 to the effect bank's size ({bank_size})")
+        raise UserError(
+            f"top_k={s.top_k!r}: must be an integer from 1 to the effect bank's size ({bank_size})"
+        )
     if s.lam is not None and not _is_finite(s.lam):
         raise UserError(f"lam={s.lam!r}: the intervention strength must be a finite number")
     if s.link_type not in LINK_TYPES:

@@ -1,4 +1,5 @@
-"""Sequences already in an evaluation's output directory: reused on a rerun, read back and scored.
+"""Sequences already in an evaluation's output directory: reused on a rerun, read back to be scored
+(``causaldreamer.generation.run.score_sequences``).
 
 Each scenario's sequence lives in its own folder, written atomically by ``write_sequence`` (the layout of
 ``causaldreamer.generate``), so an interrupted evaluation leaves complete folders only and a rerun keeps
@@ -11,15 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 from PIL import Image
-from tqdm import tqdm
 
 from causaldreamer.diffusion.sequence_files import RECORD_FILE
 from causaldreamer.errors import UserError
-from causaldreamer.evaluation.tables import METRIC_HEADERS
-from causaldreamer.metrics.features import ClipFeatures, DinoFeatures, sequence_features
-from causaldreamer.metrics.sequence import sequence_metrics
 
 
 def read_record(folder: Path) -> dict:
@@ -54,20 +50,3 @@ def read_sequence(folder: Path) -> tuple[list[Image.Image], dict]:
             "generate it again"
         ) from None
     return frames, record
-
-
-def score_sequences(
-    folders: list[Path], dino: DinoFeatures, clip: ClipFeatures
-) -> tuple[pd.DataFrame, dict[str, float]]:
-    """One row of the six metrics per sequence (each frame against the effect its record says it shows),
-    and their means over all sequences."""
-    metrics, rows = sequence_metrics(), []
-    for scenario, folder in enumerate(tqdm(folders, desc="scoring", unit="seq")):
-        frames, record = read_sequence(folder)
-        effects = [frame["effect"] for frame in record["frames"]]
-        values = metrics(**sequence_features(frames, record["cause"], effects, dino, clip))
-        row = {"scenario": scenario, "cause": record["cause"], "folder": folder.name}
-        row |= {name: float(values[name]) for name in METRIC_HEADERS}
-        rows.append(row | {"effects": json.dumps(effects)})
-    means = metrics.compute()
-    return pd.DataFrame(rows), {name: float(means[name]) for name in METRIC_HEADERS}

@@ -15,18 +15,20 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from causaldreamer.data.embedding_cache import CachedSentences
-from causaldreamer.diffusion.adapter_folder import load_adapter_folder
+from causaldreamer.diffusion.adapter_folder import AdapterFolder, load_adapter_folder
 from causaldreamer.diffusion.pipeline import CausalSequenceGenerator
-from causaldreamer.diffusion.settings import check_settings
-from causaldreamer.methods.base import MethodSequence, SequenceMethod
+from causaldreamer.diffusion.sequence_files import GeneratedSequence
+from causaldreamer.diffusion.settings import DEFAULTS, GenerationSettings, check_settings
+from causaldreamer.encoders import TextEncoder
+from causaldreamer.errors import UserError
+from causaldreamer.methods.base import SequenceMethod, pipeline_modules
 from causaldreamer.metrics.coverage import DEFAULT_THRESHOLD, coverage_against_zero_shot
 
 
 class CausalDreamerMethod(SequenceMethod):
-    """A ``CausalSequenceGenerator`` (pipeline, adapter folder, encoder) as a ``SequenceMethod``;
-    ``settings_record`` is ``AdapterFolder.settings_record`` of the settings it was built with."""
+    """A ``CausalSequenceGenerator`` (pipeline, adapter folder, encoder) as a ``SequenceMethod``."""
 
-    def __init__(self, generator: CausalSequenceGenerator, settings_record: dict):
+    def __init__(self, generator: CausalSequenceGenerator):
         super().__init__(
             "causaldreamer",
             {
@@ -36,44 +38,24 @@ class CausalDreamerMethod(SequenceMethod):
             },
         )
         self.generator = generator
-        self.settings_record = settings_record  # where lambda and the template came from
 
     def generate(self, cause: str, effects: list[str], seed: int) -> list[Image.Image]:
         return self.generate_sequence(cause, effects, seed).frames
 
-    def generate_sequence(self, cause: str, effects: list[str], seed: int) -> MethodSequence:
-        """num_frames frames of the effects the adapter retrieves; ``effects`` (the reference) only
-        goes into the record, beside them, as does where lambda and the template came from (provenance,
-        not a setting: a sequence made at the same values is reused whichever way they were chosen)."""
+    def frozen_modules(self) -> dict:
+        """The adapter and the pipeline's CLIP text encoder, UNet and VAE (and its safety checker, if on)."""
+        return {"adapter": self.generator.adapter, **pipeline_modules(self.generator.pipe)}
+
+    def generate_sequence(self, cause: str, effects: list[str], seed: int) -> GeneratedSequence:
+        """num_frames frames of the effects the adapter retrieves; ``effects`` (the reference, none in
+        ``causaldreamer.generate``) only go into the record, beside them."""
         sequence = self.generator.generate(cause, seed)
-        record = {
-            **self.record(),
-            **sequence.record,
-            **self.settings_record,
-            "reference_effects": list(effects),
-        }
-        return MethodSequence(sequence.frames, record)
+        references = {"reference_effects": list(effects)} if effects else {}
+        return GeneratedSequence(sequence.frames, {**super().record(), **sequence.record, **references})
 
     def record(self) -> dict:
-        """The settings every sequence of this method shares (the generator's record holds them too)."""
-        g = self.generator
-        return super().record() | {
-            "num_frames": g.num_frames,
-            "top_k": g.top_k,
-            "lambda": g.lam,
-            "retrieval": g.retrieval,
-            "link_type": g.link_type,
-            "template": g.template,
-            "guidance_scale": g.guidance_scale,
-            "num_inference_steps": g.num_inference_steps,
-            "height": g.height,
-            "width": g.width,
-            "share_first_frame": g.share_first_frame,
-            "progression": g.progression,
-            "shared_seed": g.shared_seed,
-            "adapter_sha256": g.folder.adapter_sha256,
-            "effect_bank_sha256": g.folder.bank_sha256,
-        }
+        """The method and what every sequence of its generator shares (``shared_record``)."""
+        return super().record() | self.generator.shared_record()
 
     def counterfactual_coverage(self, scenarios: pd.DataFrame, cache_dir: str | Path) -> dict[str, float]:
         """Text side (DESIGN 7) on ``scenarios``: the adapter's top_k effects in both retrieval modes,
@@ -87,7 +69,7 @@ class CausalDreamerMethod(SequenceMethod):
             g.bank,
             scenarios,
             ("topk", "path"),
-            g.top_k,
+            g.settings.top_k,
             DEFAULT_THRESHOLD,
         )
         result = {"coverage_threshold": DEFAULT_THRESHOLD}
@@ -98,50 +80,43 @@ class CausalDreamerMethod(SequenceMethod):
 
 
 def build_causaldreamer(
-    adapter: str,
+    adapter: str | None,
     pipeline: DictConfig,
     encoder: DictConfig,
-    safety_checker: bool = False,
-    num_frames: int = 8,
-    top_k: int = 8,
-    lam: float | None = None,
-    retrieval: str = "topk",
-    link_type: str = "causal",
-    template: str | None = None,
-    share_first_frame: bool = False,
-    progression: bool = True,
-    shared_seed: bool = True,
-    guidance_scale: float = 7.5,
-    num_inference_steps: int = 50,
-    height: int | None = None,
-    width: int | None = None,
+    settings: DictConfig | GenerationSettings = DEFAULTS,
 ) -> CausalDreamerMethod:
-    """The adapter folder and the settings are checked first; only then are the diffusion pipeline and
-    the encoder (Hydra configs: the ``diffusion`` and ``encoder`` groups) built. ``lam`` and ``template``
-    None: the adapter's own."""
+    """The method from configs (the ``diffusion`` and ``encoder`` groups, the ``generation`` group as
+    ``settings``): the adapter folder and the settings are checked first, only then are the pipeline and
+    the encoder built."""
+    settings = instantiate(settings) if isinstance(settings, DictConfig) else settings
     folder = load_adapter_folder(adapter)
-    settings = {
-        "num_frames": num_frames,
-        "top_k": top_k,
-        "retrieval": retrieval,
-        "link_type": link_type,
-        "guidance_scale": guidance_scale,
-        "num_inference_steps": num_inference_steps,
-        **folder.generation_settings(lam, template),
-    }
-    check_settings(bank_size=len(folder.bank), **settings)
-    # A blacked-out frame would corrupt the metrics, so, like the baselines, no NSFW checker by default.
-    options = {"safety_checker": safety_checker} if "safety_checker" in pipeline else {}
-    generator = CausalSequenceGenerator(
-        instantiate(pipeline, **options),
-        folder,
-        instantiate(encoder),
-        share_first_frame=share_first_frame,
-        progression=progression,
-        shared_seed=shared_seed,
-        height=height,
-        width=width,
-        **settings,
-    )
-    generator.pipe.set_progress_bar_config(disable=True)
-    return CausalDreamerMethod(generator, folder.settings_record(lam, template))
+    check_settings(settings, len(folder.bank))
+    return causaldreamer_method(folder, settings, pipeline, encoder)
+
+
+def causaldreamer_method(
+    folder: AdapterFolder,
+    settings: GenerationSettings,
+    pipeline: DictConfig,
+    encoder: DictConfig | TextEncoder,
+) -> CausalDreamerMethod:
+    """The method of settings ``check_settings`` passed: the one place a generator is built from configs
+    (generate, evaluate and the studies' scoring, which pass the encoder they trained with)."""
+    encoder = encoder if isinstance(encoder, TextEncoder) else instantiate(encoder)
+    generator = CausalSequenceGenerator(diffusion_pipeline(pipeline, settings), folder, encoder, settings)
+    return CausalDreamerMethod(generator)
+
+
+def diffusion_pipeline(pipeline: DictConfig, settings: GenerationSettings):
+    """The ``diffusion`` group's pipeline with the safety checker as ``settings`` say, no progress bars."""
+    if "safety_checker" in pipeline:
+        pipe = instantiate(pipeline, safety_checker=settings.safety_checker)
+    elif settings.safety_checker:
+        raise UserError(
+            f"generation.safety_checker=true, but {pipeline.get('_target_')} builds no safety checker "
+            "(random weights); drop the setting or use diffusion=sd15"
+        )
+    else:
+        pipe = instantiate(pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -10,9 +10,10 @@ same image the ``sd15`` baseline draws first, so they differ only in how the lat
 from __future__ import annotations
 
 import torch
+from diffusers import DiffusionPipeline
 
 from causaldreamer.errors import UserError
-from causaldreamer.methods.base import SequenceMethod
+from causaldreamer.methods.base import SequenceMethod, pipeline_modules
 from causaldreamer.methods.loading import SCHEDULERS, TINY_MODEL_ID
 from causaldreamer.prompts import compose
 
@@ -81,9 +82,14 @@ class DiffusionBaseline(SequenceMethod):
             "output_type": "pil",
         }
 
+    def frozen_modules(self) -> dict:
+        """The parts of every pipeline this baseline holds (one, or two for the sequential baselines)."""
+        return pipeline_modules(*(v for v in vars(self).values() if isinstance(v, DiffusionPipeline)))
+
     def record(self) -> dict:
         return super().record() | {
             "template": self.template,
             "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale,
+            "safety_checker": False,  # never carried: see NO_SAFETY_CHECKER
         }

@@ -151,7 +151,9 @@ def coverage_of_predictions(
     """Coverage from embeddings: causes and predicted effects [N,d], each cause's references [R_i,d], the
     bank [M,d]. Any predictor of e_hat can be scored this way. Returns mean and share over all pairs, and
     per_cause: each cause's picked bank indices, number of references, mean and share."""
-    metric, per_cause = CounterfactualCoverage(threshold), []
+    # Every process that calls this scores all the causes itself: nothing to sync (after a DDP predict the
+    # process group is still up, and a sync would wait for processes that never compute coverage).
+    metric, per_cause = CounterfactualCoverage(threshold, sync_on_compute=False), []
     for cause, predicted, reference in zip(causes, effect_pred, references, strict=True):
         picked = retrieve_effects(cause, predicted, bank, top_k, mode)[0]
         values = metric(reference, bank[picked])  # this cause's values; the totals accumulate

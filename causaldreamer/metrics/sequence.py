@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
 
 ETC_LOW, ETC_HIGH = 0.6, 0.85
 
@@ -166,6 +167,35 @@ class EventTransitionCoherence(SequenceMean):
     def update(self, image_features: Tensor) -> None:
         frames = _sequences(image_features, "image_features")
         self._accumulate(transition_scores(consecutive_cosines(frames), self.low, self.high).mean(-1))
+
+
+class PerSequenceScores(Metric):
+    """Each sequence's ``num_scores`` scores beside its index (cat states): after a DDP sync every process
+    holds those of all processes, so one of them can write the per-sequence table. ``compute``: (index [N],
+    scores [N, num_scores]) in index order.
+
+    Both states are flat float vectors: a process that scored nothing syncs an empty float vector, which
+    torchmetrics can gather beside the others' only if it has their dtype and number of dimensions.
+    """
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, num_scores: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_scores = num_scores
+        self.add_state("index", [], dist_reduce_fx="cat")
+        self.add_state("scores", [], dist_reduce_fx="cat")
+
+    def update(self, index: Tensor, scores: Tensor) -> None:
+        """index [B], scores [B, num_scores]."""
+        self.index.append(index.float())
+        self.scores.append(scores.float().reshape(-1))
+
+    def compute(self) -> tuple[Tensor, Tensor]:
+        index, scores = dim_zero_cat(self.index).reshape(-1), dim_zero_cat(self.scores)
+        order = torch.argsort(index)
+        return index[order].long(), scores.reshape(-1, self.num_scores)[order]
 
 
 def sequence_metrics(**kwargs) -> MetricCollection:

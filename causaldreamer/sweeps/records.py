@@ -28,14 +28,16 @@ def job_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def write_run_metrics(output_dir: str | Path, metrics: dict[str, float]) -> Path:
-    """``metrics.json``: the final metrics (non-finite values as null), the overrides and the wall time
-    since the run record was written."""
+def write_run_metrics(
+    output_dir: str | Path, metrics: dict[str, float], overrides: list[str] | None = None
+) -> Path:
+    """``metrics.json``: the final metrics (non-finite values as null), the overrides (the Hydra job's,
+    unless given) and the wall time since the run record was written."""
     output_dir = Path(output_dir)
     record_file = output_dir / RUN_RECORD
     started = record_file.stat().st_mtime if record_file.is_file() else None
     record = {
-        "overrides": job_overrides(),
+        "overrides": job_overrides() if overrides is None else overrides,
         "metrics": {k: (float(v) if math.isfinite(float(v)) else None) for k, v in sorted(metrics.items())},
         "wall_s": None if started is None else round(time.time() - started, 1),
     }

@@ -25,12 +25,16 @@ SUMMARY_CSV, SUMMARY_MD, SUMMARY_PNG = "summary.csv", "summary.md", "summary.png
 
 # The metrics a sweep is read by, in table order; each plot panel pairs a metric with its baseline.
 REPORT_METRICS = (
+    "val/selection",
     "val/recall@1",
     "val/recall@5",
     "val/recall@10",
     "val/mrr",
     "val/unseen/recall@10",
     "val/zero_shot/recall@5",
+    "val/ecare/accuracy",
+    "val/ecare/zero_shot/accuracy",
+    "val/ecare/recall@5",
     "test/recall@5",
     "test/mrr",
     "test/zero_shot/recall@5",
@@ -50,7 +54,9 @@ REPORT_METRICS = (
 # The panels of summary.png, each on its own y scale: (metrics, title, y label). A metric's zero-shot
 # baseline (``val/zero_shot/recall@5`` beside ``val/recall@5``) shares its panel, dashed.
 PLOT_PANELS = (
+    (("val/selection",), "selection (what checkpoints and sweeps pick by)", "mean gain over zero-shot"),
     (("val/recall@5", "test/recall@5"), "retrieval", "recall@5 over the effect bank"),
+    (("val/ecare/accuracy",), "e-CARE two-choice accuracy (val)", "share of questions right"),
     (("coverage/mean",), "counterfactual coverage: mean", "mean best cosine per reference effect"),
     (("coverage/share",), "counterfactual coverage: share", "share of reference effects covered"),
     (("coverage/gain",), "coverage gain over zero-shot", "gain in coverage mean (± 1 SE)"),
@@ -66,8 +72,9 @@ PANEL_COLUMNS = 4
 # What the swept keys mean, for axis labels; other keys are shown as they are.
 AXIS_NAMES = {
     "model.lam": "lambda",
-    "scoring.top_k": "effects retrieved, top_k",
-    "scoring.retrieval": "retrieval",
+    "generation.top_k": "effects retrieved, top_k",
+    "generation.retrieval": "retrieval",
+    "generation.lam": "lambda at generation",
     "trainer.max_epochs": "epochs",
     "model.lr": "learning rate",
     "model.weight_decay": "weight decay",
@@ -218,7 +225,8 @@ def _draw_panel(axis, table: pd.DataFrame, x, numeric: bool, metrics: list[str])
             color=color,
             label=label,
         )
-        baseline = metric.replace("/", "/zero_shot/", 1)
+        head, _, name = metric.rpartition("/")
+        baseline = f"{head}/zero_shot/{name}"  # val/ecare/accuracy -> val/ecare/zero_shot/accuracy
         if baseline in table and table[baseline].notna().any():
             zero_shot = "zero-shot (no adapter)" if len(metrics) == 1 else f"{label}, zero-shot"
             axis.plot(x, table[baseline], linestyle="--", color=color, label=zero_shot)

@@ -129,8 +129,8 @@ def refusals(tmp_path_factory, slice_dir, adapter_dir, clip_adapter_dir) -> dict
         train("missing-encoder-weights", "encoder=clip", "encoder.name_or_path=/nonexistent/clip"),
         train("checkpoint-other-dim", f"ckpt_path={other_dim}"),
         train("output-dir-unwritable", f"paths.output_dir={blocker / 'run'}"),
-        generate("generate-top-k-zero", "top_k=0"),
-        generate("generate-one-frame", "num_frames=1"),
+        generate("generate-top-k-zero", "generation.top_k=0"),
+        generate("generate-one-frame", "generation.num_frames=1"),
         generate("generate-adapter-other-dim", adapter=clip_adapter_dir),
     ]
     assert sorted(a.root.name for a in attempts) == sorted(EXPECTED)
