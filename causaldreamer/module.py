@@ -81,8 +81,6 @@ class CausalAdapterModule(L.LightningModule):
         # sub-bank, each entry's source, and the map from effect index to its row (-1: never trained on).
         seen = datamodule.seen_effects
         self.register_buffer("train_bank", datamodule.effects.embeddings[seen], persistent=False)
-        # The same effects as [d, N]: the bank softmax's forward matmul is fastest against it (losses.py).
-        self.register_buffer("train_bank_t", self.train_bank.T.contiguous(), persistent=False)
         # The effect table lists each source's effects together, so each source owns one slice of the
         # sub-bank; with one source trained on, per_source is the joint bank softmax.
         per_source = torch.bincount(datamodule.effect_source[seen], minlength=len(SOURCES))
@@ -110,6 +108,12 @@ class CausalAdapterModule(L.LightningModule):
         with torch.no_grad():
             for log_scale in (self.logit_scale, self.gate_logit_scale):
                 log_scale.clamp_(max=self.max_logit_scale)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Batches are built on the CPU: on a CPU run, skip Lightning's walk over every tensor of each."""
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def total_loss(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The weighted sum of ``loss_terms``."""
@@ -140,12 +144,11 @@ class CausalAdapterModule(L.LightningModule):
                     scale,
                     self.train_bank,
                     self.source_bounds,
-                    self.train_bank_t,
                 )
             else:
                 rows = self.train_bank_row[batch["effect_id"]]
                 terms["retrieval"] = losses.retrieval_loss(
-                    out.effect, batch["effect"], rows, scale, self.train_bank, self.train_bank_t
+                    out.effect, batch["effect"], rows, scale, self.train_bank
                 )
         if w["gate"]:
             terms["gate"] = losses.gate_loss(

@@ -22,14 +22,24 @@ CAUSES = ["a glass tipping over", "a dog jumping over a log", "ice melting in th
 def workloads(adapter: Path) -> dict[str, list[str]]:
     return {
         "training (3 epochs, full data)": [
-            "causaldreamer.train", "trainer.max_epochs=3", "test=false", "logger=csv", "export_dir=null",
+            "causaldreamer.train",
+            "trainer.max_epochs=3",
+            "test=false",
+            "logger=csv",
+            "export_dir=null",
         ],
         "tiny generation (3 sequences)": [
-            "causaldreamer.generate", f"causes_file={adapter.parent / 'causes.txt'}", f"adapter={adapter}",
+            "causaldreamer.generate",
+            f"causes_file={adapter.parent / 'causes.txt'}",
+            f"adapter={adapter}",
             "diffusion=tiny",
         ],
         "tiny baseline evaluation (3 scenarios)": [
-            "causaldreamer.evaluate", "method=sd15", "method.tiny=true", "metrics.tiny=true", "limit=3",
+            "causaldreamer.evaluate",
+            "method=sd15",
+            "method.tiny=true",
+            "metrics.tiny=true",
+            "limit=3",
             "logger=csv",
         ],
     }
@@ -48,8 +58,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         subprocess.run(
-            [sys.executable, "-m", "causaldreamer.train", "+experiment=smoke", "logger=csv", "export_dir=adapter"],
-            cwd=root, check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "causaldreamer.train",
+                "+experiment=smoke",
+                "logger=csv",
+                "export_dir=adapter",
+            ],
+            cwd=root,
+            check=True,
+            capture_output=True,
         )
         (root / "causes.txt").write_text("\n".join(CAUSES) + "\n")
         print(f"{'workload':42s} {'1 thread':>10s} {'2 threads':>10s} {'2/1':>6s}")

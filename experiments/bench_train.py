@@ -217,22 +217,17 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
         out = module.adapter(batch["cause"], batch["link_type"])
         sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
 
-    def bank_softmax(one_layout: bool):
-        bank_t = None if one_layout else module.train_bank_t
-
-        def run(item):
-            batch, out = item
-            rows = module.train_bank_row[batch["effect_id"]]
-            scale = module.contrastive_scale(module.logit_scale)
-            if module.sources_trained > 1:
-                loss = losses.per_source_bank_loss(
-                    out.effect, rows, batch["source"], scale, module.train_bank, module.source_bounds, bank_t
-                )
-            else:
-                loss = losses.retrieval_loss(out.effect, None, rows, scale, module.train_bank, bank_t)
-            loss.backward()
-
-        return run
+    def bank_softmax(item):
+        batch, out = item
+        rows = module.train_bank_row[batch["effect_id"]]
+        scale = module.contrastive_scale(module.logit_scale)
+        if module.sources_trained > 1:
+            loss = losses.per_source_bank_loss(
+                out.effect, rows, batch["source"], scale, module.train_bank, module.source_bounds
+            )
+        else:
+            loss = losses.retrieval_loss(out.effect, None, rows, scale, module.train_bank)
+        loss.backward()
 
     def gate(readout):
         def run(item):
@@ -259,8 +254,7 @@ def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
         "batch gathering (the DataLoader's batches)": ms_per_call(epoch_of_batches, [None] * 3, warmup=1)
         / len(loader),
         "adapter forward + backward": ms_per_call(adapter_forward_backward, batches),
-        "bank softmax forward + backward": ms_per_call(bank_softmax(False), leaves),
-        "bank softmax forward + backward, one bank layout (before)": ms_per_call(bank_softmax(True), leaves),
+        "bank softmax forward + backward": ms_per_call(bank_softmax, leaves),
         "gate loss forward + backward": ms_per_call(gate(losses.gate_readout), leaves),
         "gate loss forward + backward, through SDPA (before)": ms_per_call(gate(sdpa_gate_readout), leaves),
         "fused AdamW step": ms_per_call(lambda _: optimizer.step(), batches),

@@ -26,13 +26,34 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     assert re.search(r"arithmetic of one step: \d+ MFLOP .* [\d.]+ ms/step, \d+ s for 200 epochs", out)
     parts = dict(re.findall(r"\n  (.+): ([\d.]+) ms/step", out))
     assert set(parts) == {
+        "batch gathering (the DataLoader's batches)",
         "adapter forward + backward",
         "bank softmax forward + backward",
+        "gate loss forward + backward",
+        "gate loss forward + backward, through SDPA (before)",
         "fused AdamW step",
         "gradient clipping",
         "all losses, clipping and AdamW",
     }
     assert all(float(ms) > 0 for ms in parts.values())
+    floor = re.search(
+        r"floor \(arithmetic \+ Lightning's loop\): ([\d.]+) ms/step; ours ([\d.]+) ms/step: ([\d.]+)x", out
+    )
+    assert floor and abs(float(floor.group(3)) - float(floor.group(2)) / float(floor.group(1))) < 0.02
+    assert re.search(
+        r"ours \(cached embeddings\): [\d.]+ s/epoch .*; CPU [\d.]+ s/epoch, [\d.]+ ms/step", out
+    )
+
+
+def test_bench_train_times_the_mixed_epoch_beside_causallite10k_alone(cli_env):
+    args = ["--epochs", "1", "--paper-steps", "1", "--limit-train", "64", "--ecare-batch-size", "8"]
+    out = run_benchmark("bench_train.py", args, cli_env)
+    assert "ecare_batch_size=8 steps_per_epoch=2" in out
+    mixed = float(re.search(r"ours \(cached embeddings\): ([\d.]+) s/epoch", out).group(1))
+    alone = float(re.search(r"ours, CausalLite10K only: ([\d.]+) s/epoch", out).group(1))
+    ratio = float(re.search(r"mixed / CausalLite10K only: ([\d.]+)x", out).group(1))
+    assert abs(ratio - mixed / alone) < 0.05 * ratio + 0.01
+    assert "(40 rows a step)" in out
 
 
 def test_bench_attention_prints_its_comparison(cli_env):
@@ -47,7 +68,20 @@ def test_bench_attention_prints_its_comparison(cli_env):
 
 
 def test_bench_generation_prints_a_row_per_call_shape_and_attention(cli_env):
-    args = "--model tiny --resolution 32 --frames 2 --steps 1 --reps 1 --threads 1".split()
+    args = [
+        "--model",
+        "tiny",
+        "--resolution",
+        "32",
+        "--frames",
+        "2",
+        "--steps",
+        "1",
+        "--reps",
+        "1",
+        "--threads",
+        "1",
+    ]
     out = run_benchmark("bench_generation.py", args, cli_env)
     assert "tiny pipeline, random weights" in out
     assert "2 frames, 32x32, 1 DDIM step, CFG 7.5, best of 1" in out

@@ -135,7 +135,10 @@ def test_lambda_sweep_cli_writes_runs_scores_summary_and_wandb(cli_env, tmp_path
     assert table["model.lam"].tolist() == [0.6, 0.9] and table["status"].tolist() == ["done", "done"]
     assert table["coverage/mean"].notna().all()
     markdown = (sweep_dir / "summary.md").read_text()
-    assert "| job | model.lam | val/selection | val/recall@1" in markdown and "coverage/zero_shot/mean" in markdown
+    assert (
+        "| job | model.lam | val/selection | val/recall@1" in markdown
+        and "coverage/zero_shot/mean" in markdown
+    )
     assert "`diffusion=tiny`" in markdown  # overrides shared by all runs go into the header
     with Image.open(sweep_dir / "summary.png") as plot:
         assert plot.format == "PNG" and plot.width > 600

@@ -7,6 +7,7 @@ import torch
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.errors import UserError
+from causaldreamer.intervention import intervention_attention, single_query_attention
 from causaldreamer.losses import multi_positive_info_nce, per_source_bank_loss, retrieval_loss, triplet_loss
 from causaldreamer.metrics.retrieval import BankRetrieval, TwoChoiceAccuracy, gold_ranks
 from causaldreamer.module import CausalAdapterModule
@@ -103,6 +104,10 @@ def test_per_source_bank_loss_ranks_each_row_against_its_own_source():
     )
     # row 0: -log(e / (e + 1)) over its own two effects; row 1: its source's only effect, -log(1) = 0
     assert math.isclose(loss.item(), -math.log(math.e / (math.e + 1)) / 2, rel_tol=1e-6)
+    swapped = per_source_bank_loss(  # rows not grouped by source: the same loss
+        query.flip(0), torch.tensor([2, 0]), torch.tensor([1, 0]), torch.tensor(1.0), bank, [0, 2, 3]
+    )
+    assert math.isclose(swapped.item(), loss.item(), rel_tol=1e-6)
     joint = retrieval_loss(query, None, torch.tensor([0, 2]), torch.tensor(1.0), bank)
     # the joint bank: row 0 as above with one more wrong effect, row 1 ties with row 1 of the bank
     expected = -math.log(math.e / (math.e + 2)) - math.log(math.e / (2 * math.e + 1))
@@ -123,3 +128,29 @@ def test_selection_is_the_mean_gain_over_zero_shot():
     del values["val/ecare/accuracy"]
     with pytest.raises(UserError, match="model.selection names 'ecare/accuracy'"):
         module.selection_score(values)
+
+
+def test_single_query_attention_equals_the_sdpa_intervention():
+    """Training's single-query form (gates on the logits row) equals the UNet's (gates folded into the
+    keys, one SDPA call), padding mask included: outputs and the gradients of every input."""
+    g = torch.Generator().manual_seed(0)
+    batch, heads, keys, dim = 4, 8, 9, 6
+    tensors = [
+        torch.randn(batch, heads, 1, dim, generator=g),
+        torch.randn(batch, heads, keys, dim, generator=g),
+        torch.randn(batch, heads, keys, dim, generator=g),
+        1 + torch.tanh(torch.randn(batch, heads, generator=g)),
+        1 + torch.tanh(torch.randn(batch, heads, 2, generator=g)),
+        torch.randn(batch, heads, 2, generator=g),
+    ]
+    spans = torch.randint(0, 3, (batch, keys), generator=g)
+    mask = torch.zeros(batch, 1, 1, keys)
+    mask[:, :, :, -3:] = float("-inf")
+    results = []
+    for attend in (intervention_attention, single_query_attention):
+        q, k, v, q_gate, k_gate, bias = (t.clone().requires_grad_() for t in tensors)
+        out = attend(q, k, v, spans, q_gate, k_gate, bias, 0.7, attn_mask=mask)
+        (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()
+        results.append([out.detach()] + [t.grad for t in (q, k, v, q_gate, k_gate, bias)])
+    for fused, single in zip(*results, strict=True):
+        torch.testing.assert_close(single, fused, rtol=1e-5, atol=1e-6)

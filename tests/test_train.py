@@ -15,6 +15,7 @@ from causaldreamer.bank import EffectBank
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
 from causaldreamer.errors import UserError
+from causaldreamer.intervention import SPAN_NONE, intervention_attention
 from causaldreamer.loggers import CSVLogger
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.train import train
@@ -252,3 +253,120 @@ def test_logged_training_loss_is_the_loss_of_its_step(small_datamodule, tmp_path
     assert [int(r["step"]) for r in rows] == [2, 5]  # 8 steps: written after steps 2 and 5
     for row in rows:
         assert float(row["train/loss"]) == pytest.approx(recorder.losses[int(row["step"])], rel=1e-6)
+
+
+def reference_loss_terms(module: CausalAdapterModule, datamodule, batch: dict) -> dict[str, torch.Tensor]:
+    """DESIGN 6.1 transcribed row by row, sharing nothing with losses.py: what the optimized step must equal.
+
+    The bank softmax ranks each row against the effects seen in training (of its own source with
+    ``bank_scope=per_source``), read from the datamodule, not the module's buffers; the gate read-out
+    runs each row through the UNet's SDPA intervention with its padding dropped, not masked."""
+    hp, weights = module.hparams, module.weights
+    out = module.adapter(batch["cause"], batch["link_type"])
+    e_hat, effect, ids = out.effect, batch["effect"], batch["effect_id"].tolist()
+    rows = range(len(ids))
+    terms = {"delta": ((out.delta - (effect - batch["cause"])) ** 2).mean()}
+
+    def hardest_negative(i):
+        negatives = [e_hat[i] @ effect[j] for j in rows if ids[j] != ids[i]]
+        return torch.stack(negatives).max() if negatives else None
+
+    triplet = [
+        torch.relu(hp.margin - e_hat[i] @ effect[i] + hardest)
+        for i in rows
+        if (hardest := hardest_negative(i)) is not None
+    ]
+    terms["triplet"] = torch.stack(triplet).mean()
+
+    def info_nce(query, keys, scale):  # every row sharing the effect text is a positive
+        per_row = []
+        for i in rows:
+            logits = scale * (keys @ query[i])
+            positives = torch.tensor([ids[j] == ids[i] for j in rows])
+            per_row.append(torch.logsumexp(logits, 0) - torch.logsumexp(logits[positives], 0))
+        return torch.stack(per_row).mean()
+
+    scale = module.logit_scale.exp()
+    if hp.negatives == "batch":
+        terms["retrieval"] = info_nce(e_hat, effect, scale)
+    else:
+        per_row = []
+        for i in rows:
+            candidates = datamodule.seen_effects.clone()
+            if hp.bank_scope == "per_source":
+                candidates &= datamodule.effect_source == datamodule.effect_source[ids[i]]
+            index = candidates.nonzero().flatten().tolist()
+            logits = scale * (datamodule.effects.embeddings[index] @ e_hat[i])
+            per_row.append(torch.logsumexp(logits, 0) - logits[index.index(ids[i])])
+        terms["retrieval"] = torch.stack(per_row).mean()
+
+    heads = module.adapter.num_heads
+    dim_head = e_hat.shape[1] // heads
+    readouts = []
+    for i in rows:
+        keep = batch["token_spans"][i] != PAD_SPAN
+        states, spans = batch["token_states"][i][keep], batch["token_spans"][i][keep]
+        query = e_hat[i].view(1, heads, 1, dim_head)
+        keys = states.view(1, -1, heads, dim_head).transpose(1, 2)
+        z = intervention_attention(
+            query,
+            keys,
+            keys,
+            spans[None],
+            out.q_gate[i : i + 1],
+            out.k_gate[i : i + 1],
+            out.bias[i : i + 1],
+            hp.lam,
+        )
+        readouts.append(z.reshape(-1))
+    assert SPAN_NONE == 0 and all(
+        s in (0, 1, 2) for s in batch["token_spans"][batch["token_spans"] != PAD_SPAN].tolist()
+    )
+    z = F.normalize(torch.stack(readouts), dim=-1)
+    terms["gate"] = info_nce(z, effect, module.gate_logit_scale.exp())
+    return {name: value for name, value in terms.items() if weights[name]}
+
+
+def step_losses_and_gradients(module, loss_terms, batch):
+    """The step's loss terms and every parameter's gradient of the weighted total (dropout seeded)."""
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(7)
+    terms = loss_terms(batch)
+    module.total_loss(terms).backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters() if p.grad is not None}
+    return {name: value.detach() for name, value in terms.items()}, grads
+
+
+@pytest.mark.parametrize(
+    ("data", "overrides"),
+    [
+        ("small", {}),  # the default losses on CausalLite10K alone
+        ("small", {"negatives": "batch"}),
+        ("mixed", {}),  # data=causallite10k_ecare: the per-source bank softmax
+        ("mixed", {"bank_scope": "joint"}),
+    ],
+)
+def test_optimized_step_equals_the_reference(request, data, overrides):
+    """The step's fused pieces (one host read at most, layouts chosen for speed, the single-query
+    intervention) give DESIGN 6.1's losses and gradients on a real batch, to float rounding."""
+    datamodule = request.getfixturevalue(f"{data}_datamodule")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        adapter = CausalAdapter()
+        for head in (adapter.q_gate, adapter.k_gate, adapter.bias):  # gates and bias away from 1 and 0
+            torch.nn.init.normal_(head.weight, std=0.3)
+    module = CausalAdapterModule(adapter, **overrides).train()  # dropout on, seeded alike in both
+    module.attach_bank(datamodule)
+    batch = next(iter(datamodule.train_dataloader()))
+    if data == "mixed":
+        assert module.sources_trained == 2 and batch["source"].unique().tolist() == [0, 1]
+    ours, our_grads = step_losses_and_gradients(module, module.loss_terms, batch)
+    reference, grads = step_losses_and_gradients(
+        module, lambda b: reference_loss_terms(module, datamodule, b), batch
+    )
+    assert ours.keys() == reference.keys() == {"delta", "triplet", "retrieval", "gate"}
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert our_grads.keys() == grads.keys() and len(grads) == len(list(module.parameters()))
+    for name in grads:
+        torch.testing.assert_close(our_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)

@@ -116,6 +116,9 @@ class EmbeddingCache:
         composed = [compose(template, *json.loads(p)) for p in pairs_json]
         states, mask, span_ids = self.encoder.token_states([c[0] for c in composed], [c[1] for c in composed])
         span_ids = span_ids.masked_fill(~mask, PAD_SPAN).to(torch.int8)
+        # Padding positions are zero, as _concat pads: what the encoder leaves there depends on the batch
+        # the text was encoded in, and the cache must not (every use masks them anyway).
+        states = states.masked_fill(~mask[..., None], 0)
         return {"states": states.to(torch.float16), "span_ids": span_ids}
 
 
