@@ -349,7 +349,10 @@ def main() -> None:
     datamodule = make_datamodule(args, args.ecare_batch_size)
     runs = {"ours (cached embeddings)": (datamodule, args.threads)}
     if args.also_threads:
-        runs[f"ours at {args.also_threads} threads"] = (datamodule, args.also_threads)
+        runs[f"ours at {args.also_threads} thread{'s' if args.also_threads != 1 else ''}"] = (
+            datamodule,
+            args.also_threads,
+        )
     alone = make_datamodule(args, 0) if args.ecare_batch_size else datamodule
     if args.ecare_batch_size:
         runs["ours, CausalLite10K only"] = (alone, args.threads)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import run_module
+from conftest import compose_config, run_module
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
@@ -370,3 +370,14 @@ def test_optimized_step_equals_the_reference(request, data, overrides):
     assert our_grads.keys() == grads.keys() and len(grads) == len(list(module.parameters()))
     for name in grads:
         torch.testing.assert_close(our_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_large_batch_preset_composes_alone_and_with_a_study(tmp_path):
+    """The measured large-batch preset (docs/training.md) sets the batch, the e-CARE rows, lr and warm-up,
+    alone or after a study, which keeps its own budget and name."""
+    for experiments, name in (("large_batch", "default"), ("[lambda_sweep,large_batch]", "lambda_sweep")):
+        cfg = compose_config("train", [f"+experiment={experiments}"], tmp_path)
+        assert (cfg.data.batch_size, cfg.data.ecare_batch_size) == (256, 128)
+        assert (cfg.model.lr, cfg.model.warmup_steps) == (1e-2, 63)
+        assert cfg.experiment_name == name
+    assert cfg.trainer.max_epochs == 20  # the study's budget
