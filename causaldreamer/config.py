@@ -48,8 +48,13 @@ def ddp_start_method(in_multirun: str = "spawn") -> str:
 
 
 def validate_train_config(cfg: DictConfig) -> None:
-    """The schema's value checks, and a resume checkpoint that exists."""
+    """The schema's value checks and the resume checkpoint, for ``train`` called from Python (the CLI's
+    front door runs the schema's checks itself, then ``check_resume_path``)."""
     schema.check_values(cfg, [])
+    check_resume_path(cfg)
+
+
+def check_resume_path(cfg: DictConfig) -> None:
     if cfg.ckpt_path and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass the path of a .ckpt file to resume")
 

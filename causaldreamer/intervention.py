@@ -4,8 +4,8 @@
 
 Gates and bias do not depend on the query position i, so the gates fold into the rows of K and the bias
 into a float mask of shape [B,H,1,Nk]: one fused ``scaled_dot_product_attention`` call, no [Nq x Nk]
-tensor built here. ``single_query_attention`` is the same intervention for one query row (training's text
-side, DESIGN 6.1): the same per-key scale and bias, applied to that row's logits instead of the keys.
+tensor built here. For one query row (training's text side, DESIGN 6.1) the same per-key scale and bias
+are applied to that row's logits instead of the keys, which is cheaper there and equal.
 """
 
 from __future__ import annotations
@@ -59,10 +59,12 @@ def intervention_attention(
     """Causal intervention attention through one ``scaled_dot_product_attention`` call.
 
     query [B,H,Nq,Dh], key/value [B,H,Nk,Dh]; attn_mask, optional, is an extra additive float mask
-    broadcastable to [B,H,Nq,Nk] (e.g. -inf on padding keys). Returns [B,H,Nq,Dh].
+    broadcastable to [B,H,Nq,Nk] (e.g. -inf on padding keys). Returns [B,H,Nq,Dh]. One query row (the
+    gate loss's) takes the equal single-row form; the UNet's processors call ``scaled_key_attention``.
     """
     key_scale, logit_bias = intervention_key_scale_and_bias(span_ids, q_gate, k_gate, bias, lam, progress)
-    return scaled_key_attention(query, key, value, key_scale, logit_bias, attn_mask)
+    attend = _single_row_attention if query.shape[-2] == 1 else scaled_key_attention
+    return attend(query, key, value, key_scale, logit_bias, attn_mask)
 
 
 def scaled_key_attention(
@@ -86,27 +88,18 @@ def scaled_key_attention(
     )
 
 
-def single_query_attention(
+def _single_row_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    span_ids: torch.Tensor,
-    q_gate: torch.Tensor,
-    k_gate: torch.Tensor,
-    bias: torch.Tensor,
-    lam: float,
-    progress: torch.Tensor | float = 1.0,
+    key_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
     attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``intervention_attention`` for a single query row (Nq = 1), as training's gate loss runs it.
-
-    The same per-key scale and bias (``intervention_key_scale_and_bias``), applied to the one row of
-    logits [B,H,1,Nk] rather than to the keys [B,H,Nk,Dh]: with one query that row is Dh times smaller
-    than the keys, and SDPA's CPU math path (taken whenever the mask needs a gradient, as the bias does)
-    costs about 5x more in training. Equal to ``intervention_attention`` within float rounding
-    (tests/test_losses_and_metrics.py). key and value [B,H,Nk,Dh], contiguous for the fast bmm.
-    """
-    key_scale, logit_bias = intervention_key_scale_and_bias(span_ids, q_gate, k_gate, bias, lam, progress)
+    """The same attention for one query row (Nq = 1, training's text side): the scale and bias applied
+    to the row of logits [B,H,1,Nk] rather than to the keys [B,H,Nk,Dh]. That row is Dh times smaller,
+    and SDPA's CPU math path (taken whenever the mask needs a gradient, as the bias does) costs about
+    5x more in training. Equal within float rounding (tests/test_losses_and_metrics.py)."""
     scores = torch.matmul(query, key.transpose(-1, -2))  # [B,H,1,Nk]
     logits = torch.addcmul(
         logit_bias[:, :, None, :], scores, key_scale[:, :, None, :], value=query.shape[-1] ** -0.5

@@ -1,10 +1,11 @@
 """Where data, caches and logs live when the user names no path (README "Where files live").
 
-A dataset's folder is, in this order: the ``paths.<name>_dir=`` override; the environment variable
-``CAUSALDREAMER_<NAME>_DIR``; ``../shared/data/<name>`` beside a source checkout, when it holds the
-dataset; else the user cache ``$XDG_CACHE_HOME/causaldreamer/data/<name>`` (``~/.cache/...``), where the
-pinned, checksummed download lands. The embedding cache defaults to ``$XDG_CACHE_HOME/causaldreamer/
-embeddings`` (``CAUSALDREAMER_CACHE_DIR`` moves it), so every directory a command starts from shares it.
+A dataset's folder is, in this order: the ``paths.data_dir=`` / ``paths.ecare_dir=`` override; its
+environment variable (``DATASET_VARIABLES``: ``CAUSALDREAMER_DATA_DIR``, ``CAUSALDREAMER_ECARE_DIR``);
+``../shared/data/<name>`` beside a source checkout, when it holds the dataset; else the user cache
+``$XDG_CACHE_HOME/causaldreamer/data/<name>`` (``~/.cache/...``), where the pinned, checksummed download
+lands. The embedding cache defaults to ``$XDG_CACHE_HOME/causaldreamer/embeddings``
+(``CAUSALDREAMER_CACHE_DIR`` moves it), so every directory a command starts from shares it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 # The file whose presence marks each dataset's folder as holding it.
 DATASET_MARKERS = {"causallite10k": "CausalLite10K.csv", "ecare": "train.jsonl"}
+DATASET_VARIABLES = {"causallite10k": "CAUSALDREAMER_DATA_DIR", "ecare": "CAUSALDREAMER_ECARE_DIR"}
 CHECKOUT = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
 
 
@@ -26,9 +28,7 @@ def dataset_dir(name: str) -> str:
     """The folder of dataset ``name`` (a key of DATASET_MARKERS), by the rule in the module docstring."""
     if name not in DATASET_MARKERS:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASET_MARKERS)}")
-    env = os.environ.get(f"CAUSALDREAMER_{name.upper()}_DIR")
-    if name == "causallite10k":  # the name earlier releases documented
-        env = env or os.environ.get("CAUSALDREAMER_DATA_DIR")
+    env = os.environ.get(DATASET_VARIABLES[name])
     if env:
         return str(Path(env).expanduser().resolve())
     beside_checkout = CHECKOUT.parent / "shared" / "data" / name

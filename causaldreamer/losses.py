@@ -3,7 +3,7 @@
 Written for the step's cost as well as its value (docs/training.md, "Speed"): no boolean indexing or
 host reads where a weight or a mask does the same; the bank softmax's matmuls in their fastest layout
 (``bank_logits``); the gate loss's single query attends through
-``intervention.single_query_attention``. tests/test_train.py checks the losses and gradients of a whole
+``intervention.intervention_attention``. tests/test_train.py checks the losses and gradients of a whole
 step against a plain transcription of DESIGN 6.1.
 """
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from causaldreamer.adapter import AdapterOutput
 from causaldreamer.data.embedding_cache import PAD_SPAN
-from causaldreamer.intervention import SPAN_NONE, single_query_attention
+from causaldreamer.intervention import SPAN_NONE, intervention_attention
 
 
 def delta_loss(out: AdapterOutput, cause: torch.Tensor, effect: torch.Tensor) -> torch.Tensor:
@@ -143,9 +143,8 @@ def gate_readout(
     """The text-side intervention: e_hat attends over the composed prompt's token states.
 
     The query is e_hat, keys and values are E's token states, heads split d into H parts, and the
-    attention is the UNet's intervention for one query row (progression weight 1): the same per-key
-    gates and bias (``intervention_key_scale_and_bias``), equal to ``intervention_attention`` within
-    float rounding. Returns z [B, d].
+    attention is the very function the UNet's intervention uses (progression weight 1), in its
+    single-row form. Returns z [B, d].
     """
     batch, length, dim = token_states.shape
     heads = out.q_gate.shape[1]
@@ -156,7 +155,7 @@ def gate_readout(
     padding = token_spans == PAD_SPAN
     spans = token_spans.masked_fill(padding, SPAN_NONE)
     pad_mask = keys.new_zeros(()).masked_fill(padding[:, None, None, :], float("-inf"))
-    z = single_query_attention(
+    z = intervention_attention(
         query, keys, keys, spans, out.q_gate, out.k_gate, out.bias, lam, attn_mask=pad_mask
     )
     return z.view(batch, dim)

@@ -14,7 +14,12 @@ from omegaconf import DictConfig
 
 from causaldreamer.checkpoints import check_adapter_dim, read_checkpoint, wandb_run_id
 from causaldreamer.cli import hydra_app
-from causaldreamer.config import register_resolvers, validate_train_config, write_run_record
+from causaldreamer.config import (
+    check_resume_path,
+    register_resolvers,
+    validate_train_config,
+    write_run_record,
+)
 from causaldreamer.data.ecare import fetch_ecare, load_ecare
 from causaldreamer.data.files import fetch_dataset, load_dataset
 from causaldreamer.io import atomic_dir
@@ -111,7 +116,7 @@ def export_adapter(model, datamodule, folder: Path, metrics: dict[str, float], l
     log_adapter_artifact(loggers, folder, metadata | {"metrics": adapter.metrics})
 
 
-@hydra_app("train", check=validate_train_config)
+@hydra_app("train", check=check_resume_path)
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics.get(cfg.optimized_metric)

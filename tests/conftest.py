@@ -115,6 +115,21 @@ def write_adapter_folder(folder: Path, encoder, data_dir: Path, bank_size: int) 
     return folder
 
 
+def bare_trainer(**kwargs):
+    """A Lightning Trainer that trains only: no validation, logging, checkpoints, progress bar or summary
+    unless ``kwargs`` ask for them."""
+    import lightning as L
+
+    settings = dict(
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**(settings | kwargs))
+
+
 def run_module(module: str, args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300):
     """``python -m module args`` as a user would run it; returns the CompletedProcess."""
     return run_python(["-m", module, *args], env, cwd, timeout)

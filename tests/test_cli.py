@@ -12,7 +12,7 @@ from conftest import run_module
 from hydra.core.global_hydra import GlobalHydra
 
 from causaldreamer.cli import precheck
-from causaldreamer.config import validate_train_config
+from causaldreamer.config import check_resume_path
 from causaldreamer.errors import EXIT_USER_ERROR, UserError
 
 REFUSED = {
@@ -70,7 +70,7 @@ def fresh_hydra():
 
 @pytest.mark.parametrize(("config", "args"), REFUSED)
 def test_bad_input_is_refused_naming_the_key(config, args):
-    check = validate_train_config if config == "train" else None
+    check = check_resume_path if config == "train" else None
     if config == "evaluate":
         from causaldreamer.evaluate import read_scenarios as check
     with pytest.raises(UserError) as refused:
@@ -81,7 +81,7 @@ def test_bad_input_is_refused_naming_the_key(config, args):
 
 @pytest.mark.parametrize(("config", "args"), ACCEPTED)
 def test_readme_commands_pass_the_checks(config, args):
-    precheck(config, args.split(), validate_train_config if config == "train" else None)
+    precheck(config, args.split(), check_resume_path if config == "train" else None)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import CONF, compose_config, run_module
+from conftest import CONF, bare_trainer, compose_config, run_module
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -230,14 +230,9 @@ def one_step(ablation: str, datamodule, data_dir, cache_dir, tmp_path) -> tuple[
     for head in (adapter.q_gate, adapter.k_gate, adapter.bias):
         torch.nn.init.normal_(head.weight, std=0.5)
     model = instantiate(cfg.model, adapter=adapter)
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_steps=1,
         log_every_n_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     L.seed_everything(0)

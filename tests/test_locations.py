@@ -17,7 +17,7 @@ def checkout(tmp_path, monkeypatch) -> Path:
     (root / "pyproject.toml").write_text("")
     monkeypatch.setattr(locations, "CHECKOUT", root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
-    for name in ("CAUSALDREAMER_DATA_DIR", "CAUSALDREAMER_CAUSALLITE10K_DIR", "CAUSALDREAMER_ECARE_DIR"):
+    for name in locations.DATASET_VARIABLES.values():
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("CAUSALDREAMER_CACHE_DIR", raising=False)
     return root

@@ -7,7 +7,11 @@ import torch
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.errors import UserError
-from causaldreamer.intervention import intervention_attention, single_query_attention
+from causaldreamer.intervention import (
+    intervention_attention,
+    intervention_key_scale_and_bias,
+    scaled_key_attention,
+)
 from causaldreamer.losses import multi_positive_info_nce, per_source_bank_loss, retrieval_loss, triplet_loss
 from causaldreamer.metrics.retrieval import BankRetrieval, TwoChoiceAccuracy, gold_ranks
 from causaldreamer.module import CausalAdapterModule
@@ -130,7 +134,7 @@ def test_selection_is_the_mean_gain_over_zero_shot():
         module.selection_score(values)
 
 
-def test_single_query_attention_equals_the_sdpa_intervention():
+def test_single_row_intervention_equals_the_sdpa_intervention():
     """Training's single-query form (gates on the logits row) equals the UNet's (gates folded into the
     keys, one SDPA call), padding mask included: outputs and the gradients of every input."""
     g = torch.Generator().manual_seed(0)
@@ -146,8 +150,14 @@ def test_single_query_attention_equals_the_sdpa_intervention():
     spans = torch.randint(0, 3, (batch, keys), generator=g)
     mask = torch.zeros(batch, 1, 1, keys)
     mask[:, :, :, -3:] = float("-inf")
+
+    def fused(q, k, v, spans, q_gate, k_gate, bias, lam, attn_mask):
+        """The UNet's form: gates folded into the keys, one SDPA call."""
+        scale, logit_bias = intervention_key_scale_and_bias(spans, q_gate, k_gate, bias, lam)
+        return scaled_key_attention(q, k, v, scale, logit_bias, attn_mask)
+
     results = []
-    for attend in (intervention_attention, single_query_attention):
+    for attend in (fused, intervention_attention):
         q, k, v, q_gate, k_gate, bias = (t.clone().requires_grad_() for t in tensors)
         out = attend(q, k, v, spans, q_gate, k_gate, bias, 0.7, attn_mask=mask)
         (out * torch.arange(out.numel()).view_as(out).sin()).sum().backward()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import compose_config, run_module
+from conftest import bare_trainer, compose_config, run_module
 
 from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
@@ -151,13 +151,8 @@ def test_temperature_is_clamped_on_its_parameter_after_each_step(small_datamodul
     module.attach_bank(small_datamodule)
     with torch.no_grad():
         module.logit_scale.fill_(math.log(1 / 0.001))
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_steps=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(module, datamodule=small_datamodule)
     assert module.logit_scale.item() == pytest.approx(math.log(20), abs=1e-6)  # 1 / 0.05
@@ -237,15 +232,11 @@ class StepLosses(L.Callback):
 def test_logged_training_loss_is_the_loss_of_its_step(small_datamodule, tmp_path):
     """Each logged train/loss carries the step it was computed at (Lightning writes at step+1 % n == 0)."""
     recorder, logger = StepLosses(), CSVLogger(tmp_path)
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_epochs=2,
         log_every_n_steps=3,
-        limit_val_batches=0,
         logger=logger,
         callbacks=[recorder],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     trainer.fit(CausalAdapterModule(CausalAdapter()), datamodule=small_datamodule)
     with open(f"{logger.log_dir}/metrics.csv", newline="") as handle:
