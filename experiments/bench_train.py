@@ -33,7 +33,7 @@ from causaldreamer.adapter import AdapterOutput, CausalAdapter
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
-from causaldreamer.intervention import SPAN_NONE, intervention_attention
+from causaldreamer.intervention import SPAN_NONE, intervention_key_scale_and_bias, scaled_key_attention
 from causaldreamer.locations import dataset_dir
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
@@ -187,9 +187,9 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
     padding = token_spans == PAD_SPAN
     pad_mask = torch.zeros(batch, 1, 1, length).masked_fill(padding[:, None, None, :], float("-inf"))
     spans = token_spans.masked_fill(padding, SPAN_NONE)
-    z = intervention_attention(
-        query, keys, keys, spans, out.q_gate, out.k_gate, out.bias, lam, attn_mask=pad_mask
-    )
+    # The UNet's form, gates folded into the keys (intervention_attention now takes the single-row one).
+    key_scale, logit_bias = intervention_key_scale_and_bias(spans, out.q_gate, out.k_gate, out.bias, lam)
+    z = scaled_key_attention(query, keys, keys, key_scale, logit_bias, pad_mask)
     return z.transpose(1, 2).reshape(batch, dim)
 
 

@@ -15,7 +15,7 @@ from causaldreamer.bank import EffectBank
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
 from causaldreamer.errors import UserError
-from causaldreamer.intervention import SPAN_NONE, intervention_attention
+from causaldreamer.intervention import SPAN_NONE, intervention_key_scale_and_bias, scaled_key_attention
 from causaldreamer.loggers import CSVLogger
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.train import train
@@ -299,16 +299,11 @@ def reference_loss_terms(module: CausalAdapterModule, datamodule, batch: dict) -
         states, spans = batch["token_states"][i][keep], batch["token_spans"][i][keep]
         query = e_hat[i].view(1, heads, 1, dim_head)
         keys = states.view(1, -1, heads, dim_head).transpose(1, 2)
-        z = intervention_attention(
-            query,
-            keys,
-            keys,
-            spans[None],
-            out.q_gate[i : i + 1],
-            out.k_gate[i : i + 1],
-            out.bias[i : i + 1],
-            hp.lam,
+        # The UNet's form (gates folded into the keys, one SDPA call), not the module's single-row one.
+        key_scale, logit_bias = intervention_key_scale_and_bias(
+            spans[None], out.q_gate[i : i + 1], out.k_gate[i : i + 1], out.bias[i : i + 1], hp.lam
         )
+        z = scaled_key_attention(query, keys, keys, key_scale, logit_bias)
         readouts.append(z.reshape(-1))
     assert SPAN_NONE == 0 and all(
         s in (0, 1, 2) for s in batch["token_spans"][batch["token_spans"] != PAD_SPAN].tolist()
