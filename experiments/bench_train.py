@@ -5,7 +5,7 @@ the text embeddings come from. The paper's loop runs the frozen encoder on 3 tex
 (causes, effects, composed prompts). Usage:
 
     python experiments/bench_train.py [--epochs 3] [--paper-steps 60] [--threads N] [--also-threads M]
-        [--ecare-batch-size 16] [--batch-size B]
+        [--ecare-batch-size 16] [--batch-size B] [--part-steps 250]
 
 Our epochs are timed whole; the paper's epoch is timed over ``--paper-steps`` steps (after one warm-up
 step) and scaled to the epoch's step count, which the output says. Each epoch's CPU time is printed
@@ -193,15 +193,16 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
     return z.transpose(1, 2).reshape(batch, dim)
 
 
-def time_step_parts(datamodule, compile_losses: bool) -> dict[str, float]:
-    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning).
+def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, float]:
+    """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning),
+    each over about ``steps`` batches (the epoch's, repeated or cut).
 
     Where issue 16 changed a part, the part as it was is timed beside it ("before")."""
     module = module_with_bank(datamodule)
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, fused=True)
     loader = datamodule.train_dataloader()
-    batches = list(loader) * max(1, 250 // len(loader))
+    batches = (list(loader) * max(1, steps // len(loader)))[: max(steps, 1)]
     with torch.no_grad():  # the adapter's outputs as leaves: each loss's own forward and backward
         outputs = [module.adapter(b["cause"], b["link_type"]) for b in batches]
     leaves = [
@@ -344,6 +345,9 @@ def main() -> None:
         "epoch is then timed beside it",
     )
     parser.add_argument("--compile", action="store_true", help="also time the step with torch.compile")
+    parser.add_argument(
+        "--part-steps", type=int, default=250, help="batches each part of a step is timed over"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     datamodule = make_datamodule(args, args.ecare_batch_size)
@@ -359,7 +363,7 @@ def main() -> None:
     timers = time_ours_interleaved(runs, args.epochs)
     torch.set_num_threads(args.threads)
     floor_timer = time_loop_floor(datamodule, args.epochs)
-    parts = time_step_parts(datamodule, args.compile)
+    parts = time_step_parts(datamodule, args.compile, args.part_steps)
     mflop, gflops = arithmetic_floor(datamodule)
     paper, steps = time_paper(alone, args.paper_steps)  # the paper's loop knows no e-CARE
     ours = timers["ours (cached embeddings)"]

@@ -15,7 +15,9 @@ def run_benchmark(script: str, args: list[str], env: dict[str, str]) -> str:
 
 def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env):
     out = run_benchmark(
-        "bench_train.py", ["--epochs", "1", "--paper-steps", "1", "--limit-train", "256"], cli_env
+        "bench_train.py",
+        ["--epochs", "1", "--paper-steps", "1", "--limit-train", "256", "--part-steps", "16"],
+        cli_env,
     )
     assert "steps_per_epoch=8" in out
     ours = float(re.search(r"ours \(cached embeddings\): ([\d.]+) s/epoch", out).group(1))
@@ -47,6 +49,7 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
 
 def test_bench_train_times_the_mixed_epoch_beside_causallite10k_alone(cli_env):
     args = ["--epochs", "1", "--paper-steps", "1", "--limit-train", "64", "--ecare-batch-size", "8"]
+    args += ["--part-steps", "4"]
     out = run_benchmark("bench_train.py", args, cli_env)
     assert "ecare_batch_size=8 steps_per_epoch=2" in out
     mixed = float(re.search(r"ours \(cached embeddings\): ([\d.]+) s/epoch", out).group(1))
