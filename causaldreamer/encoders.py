@@ -52,10 +52,11 @@ class TextEncoder(nn.Module):
         """Cache key part: a fingerprint of the weights and of how texts are embedded, not of a path."""
         digest = hashlib.sha256(f"{type(self).__name__}|{self.dim}|{self.max_length}".encode())
         for param in self.model.parameters():
-            digest.update(param.detach().flatten()[:1024].float().numpy().tobytes())
+            digest.update(param.detach().flatten()[:1024].float().cpu().numpy().tobytes())
         return f"{Path(self.name).name}-{self.dim}-{digest.hexdigest()[:12]}"
 
     def _tokenize(self, texts: list[str], offsets: bool = False):
+        """Token ids on the encoder's device (a GPU, where the encoder was moved to one)."""
         return self.tokenizer(
             texts,
             padding=True,
@@ -63,7 +64,7 @@ class TextEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
             return_offsets_mapping=offsets,
-        )
+        ).to(next(self.model.parameters()).device)
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:
@@ -79,7 +80,9 @@ class TextEncoder(nn.Module):
         offsets = batch.pop("offset_mapping").tolist()
         states = self.model(**batch).last_hidden_state
         span_ids = torch.tensor(
-            [span_ids_from_offsets(o, s) for o, s in zip(offsets, char_spans, strict=True)], dtype=torch.long
+            [span_ids_from_offsets(o, s) for o, s in zip(offsets, char_spans, strict=True)],
+            dtype=torch.long,
+            device=states.device,
         )
         return states, batch["attention_mask"].bool(), span_ids
 

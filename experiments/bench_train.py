@@ -5,14 +5,17 @@ the text embeddings come from. The paper's loop runs the frozen encoder on 3 tex
 (causes, effects, composed prompts). Usage:
 
     python experiments/bench_train.py [--epochs 3] [--paper-steps 60] [--threads N] [--also-threads M]
-        [--ecare-batch-size 16] [--batch-size B] [--part-steps 250]
+        [--ecare-batch-size 16] [--batch-size B] [--part-steps 250] [--device cuda] [--compile]
+        [--encoder FOLDER]
 
 Our epochs are timed whole; the paper's epoch is timed over ``--paper-steps`` steps (after one warm-up
 step) and scaled to the epoch's step count, which the output says. Each epoch's CPU time is printed
 beside its wall time: on a CPU shared with other jobs the wall time moves with their load, the CPU time
 of a 1-thread run much less. With ``--ecare-batch-size`` the CausalLite10K-only epoch is timed too,
 interleaved with the mixed one, and their ratio printed; ``--also-threads`` times our epochs at a second
-thread count, interleaved with the first.
+thread count, interleaved with the first. ``--device cuda`` runs every loop on the GPU (timers synchronise it);
+there ``--compile`` times the step compiled with and without CUDA graphs. ``--encoder`` takes a local
+folder of MiniLM's architecture (random weights time the same).
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ from causaldreamer.locations import dataset_dir
 from causaldreamer.module import CausalAdapterModule
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
 
+DEVICE = torch.device("cpu")  # where every timed loop runs: --device
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so that a clock read after it counts that work."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
 
 class EpochTimer(L.Callback):
     """Wall seconds of each training epoch, and the process's CPU seconds in it (every thread's)."""
@@ -47,9 +58,11 @@ class EpochTimer(L.Callback):
         self.cpu_seconds: list[float] = []
 
     def on_train_epoch_start(self, trainer, module):
+        synchronize()
         self._start, self._cpu = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, module):
+        synchronize()
         self.seconds.append(time.perf_counter() - self._start)
         self.cpu_seconds.append(time.process_time() - self._cpu)
 
@@ -102,7 +115,8 @@ class ReencodingModule(CausalAdapterModule):
 def timed_trainer(timer: EpochTimer, **kwargs) -> L.Trainer:
     """The default run's Trainer settings, with nothing but training timed (no validation or logging)."""
     return L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if DEVICE.type == "cuda" else "cpu",
+        devices=1,
         gradient_clip_val=1.0,
         logger=False,
         enable_checkpointing=False,
@@ -164,9 +178,11 @@ def ms_per_call(run, batches: list[dict], warmup: int = 20) -> float:
         run(batch)
     passes = []
     for _ in range(3):
+        synchronize()
         start = time.perf_counter()
         for batch in batches:
             run(batch)
+        synchronize()
         passes.append(1e3 * (time.perf_counter() - start) / len(batches))
     return median(passes)
 
@@ -175,7 +191,11 @@ def module_with_bank(datamodule) -> CausalAdapterModule:
     """A fresh default module with the effect bank attached, for the loops outside Lightning."""
     module = CausalAdapterModule(CausalAdapter(dim=datamodule.encoder.dim))
     module.attach_bank(datamodule)
-    return module
+    return module.to(DEVICE)
+
+
+def on_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.to(DEVICE) for name, tensor in batch.items()}
 
 
 def sdpa_gate_readout(out, token_states, token_spans, lam):
@@ -185,7 +205,9 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
     query = out.effect.view(batch, 1, heads, dim // heads).transpose(1, 2)
     keys = token_states.view(batch, length, heads, dim // heads).transpose(1, 2)
     padding = token_spans == PAD_SPAN
-    pad_mask = torch.zeros(batch, 1, 1, length).masked_fill(padding[:, None, None, :], float("-inf"))
+    pad_mask = token_states.new_zeros(batch, 1, 1, length).masked_fill(
+        padding[:, None, None, :], float("-inf")
+    )
     spans = token_spans.masked_fill(padding, SPAN_NONE)
     # The UNet's form, gates folded into the keys (intervention_attention now takes the single-row one).
     key_scale, logit_bias = intervention_key_scale_and_bias(spans, out.q_gate, out.k_gate, out.bias, lam)
@@ -202,7 +224,8 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, fused=True)
     loader = datamodule.train_dataloader()
-    batches = (list(loader) * max(1, steps // len(loader)))[: max(steps, 1)]
+    batches = [on_device(b) for b in loader]
+    batches = (batches * max(1, steps // len(batches)))[: max(steps, 1)]
     with torch.no_grad():  # the adapter's outputs as leaves: each loss's own forward and backward
         outputs = [module.adapter(b["cause"], b["link_type"]) for b in batches]
     leaves = [
@@ -262,25 +285,31 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         "gradient clipping": ms_per_call(lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches),
         "all losses, clipping and AdamW": ms_per_call(full_step(module.loss_terms), batches),
     }
-    if compile_losses:
+    # CUDA graphs ("reduce-overhead") replay a whole step's kernels in one launch: a GPU's remedy for a
+    # step of many small operations.
+    modes = {"": "default", ", CUDA graphs": "reduce-overhead"} if DEVICE.type == "cuda" else {"": "default"}
+    for label, mode in modes.items() if compile_losses else ():
         start = time.perf_counter()
-        compiled = full_step(torch.compile(module.loss_terms))
-        compiled(batches[0])
-        parts[f"the same, losses compiled ({time.perf_counter() - start:.0f} s to compile)"] = ms_per_call(
-            compiled, batches
+        compiled = full_step(torch.compile(module.loss_terms, mode=mode))
+        for batch in batches[:3]:
+            compiled(batch)
+        synchronize()
+        parts[f"the same, losses compiled{label} ({time.perf_counter() - start:.0f} s to compile)"] = (
+            ms_per_call(compiled, batches)
         )
     return parts
 
 
 def arithmetic_floor(datamodule) -> tuple[float, float]:
-    """(MFLOP of one default training step, counted by torch's FLOP counter; GFLOP/s of this CPU on the
+    """(MFLOP of one default training step, counted by torch's FLOP counter; GFLOP/s of the device on the
     adapter's largest matmul at this batch size). Their ratio is the step time with zero overhead."""
     module = module_with_bank(datamodule)
-    batch = next(iter(datamodule.train_dataloader()))
+    batch = on_device(next(iter(datamodule.train_dataloader())))
     with FlopCounterMode(display=False) as counter:
         module.total_loss(module.loss_terms(batch)).backward()
     rows, hidden = len(batch["cause"]), module.adapter.context[1]
-    x, w = torch.randn(rows, hidden.in_features), hidden.weight.detach().T.contiguous()
+    x = torch.randn(rows, hidden.in_features, device=DEVICE)
+    w = hidden.weight.detach().T.contiguous()
     reps = 2000
     ms = ms_per_call(lambda _: x @ w, [None] * reps, warmup=100)
     gflops = 2 * rows * hidden.in_features * hidden.out_features / (ms * 1e-3) / 1e9
@@ -305,7 +334,7 @@ def make_datamodule(args, ecare_batch_size: int) -> CausalPairsDataModule:
     datamodule = CausalPairsDataModule(
         data_dir,
         cache_dir,
-        MiniLMEncoder(),
+        MiniLMEncoder(args.encoder),
         batch_size=args.batch_size,
         limit_train=args.limit_train,
         ecare_dir=dataset_dir("ecare") if ecare_batch_size else None,
@@ -348,7 +377,11 @@ def main() -> None:
     parser.add_argument(
         "--part-steps", type=int, default=250, help="batches each part of a step is timed over"
     )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the loops run")
+    parser.add_argument("--encoder", default=None, help="a local MiniLM folder (default: the packaged one)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     datamodule = make_datamodule(args, args.ecare_batch_size)
     runs = {"ours (cached embeddings)": (datamodule, args.threads)}
@@ -370,7 +403,7 @@ def main() -> None:
     ours_epoch, floor = median(ours.seconds), median(floor_timer.seconds)
     rows = args.batch_size + args.ecare_batch_size
     print(
-        f"threads={args.threads} batch_size={args.batch_size} ecare_batch_size={args.ecare_batch_size} "
+        f"device={DEVICE.type} threads={args.threads} batch_size={args.batch_size} ecare_batch_size={args.ecare_batch_size} "
         f"steps_per_epoch={steps}"
     )
     for name, timer in timers.items():
@@ -385,9 +418,9 @@ def main() -> None:
         f"{1e3 * floor / steps:.2f} ms/step, {200 * floor:.0f} s for 200 epochs"
     )
     print(f"default schedule (200 epochs) at our rate: {200 * ours_epoch:.0f} s of training")
-    floor_ms = mflop / gflops
+    floor_ms, processor = mflop / gflops, "GPU" if DEVICE.type == "cuda" else "CPU"
     print(
-        f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s (this CPU, "
+        f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s (this {processor}, "
         f"the adapter's largest matmul at this batch size): {floor_ms:.2f} ms/step, "
         f"{floor_ms * steps * 200 / 1e3:.0f} s for 200 epochs with no overhead at all"
     )

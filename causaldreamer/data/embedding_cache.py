@@ -100,8 +100,11 @@ class EmbeddingCache:
         # Sorting by length keeps padding small; results go back to the given order.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         size = self.encoder.batch_size
-        parts = [
-            encode([texts[i] for i in order[start : start + size]])
+        parts = [  # on the CPU, where the cache lives, whatever device the encoder runs on
+            {
+                key: value.cpu()
+                for key, value in encode([texts[i] for i in order[start : start + size]]).items()
+            }
             for start in tqdm(range(0, len(order), size), desc=desc, unit="batch")
         ]
         inverse = torch.empty(len(order), dtype=torch.long)
