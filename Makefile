@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv: torch 2.13.0 first, then the package and dev tools
 
-train: install  ## train the causal adapter on CausalLite10K with the default config
+train: install  ## train the causal adapter with the default config (CausalLite10K with e-CARE mixed in)
 	$(PY) -m causaldreamer.train $(ARGS)
 
 test: install  ## run the test suite (TEST_WORKERS=2 parallel workers)
