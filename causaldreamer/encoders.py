@@ -64,7 +64,7 @@ class TextEncoder(nn.Module):
             max_length=self.max_length,
             return_tensors="pt",
             return_offsets_mapping=offsets,
-        ).to(next(self.model.parameters()).device)
+        ).to(self.model.device)
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> torch.Tensor:

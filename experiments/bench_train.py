@@ -13,8 +13,8 @@ step) and scaled to the epoch's step count, which the output says. Each epoch's 
 beside its wall time: on a CPU shared with other jobs the wall time moves with their load, the CPU time
 of a 1-thread run much less. With ``--ecare-batch-size`` the CausalLite10K-only epoch is timed too,
 interleaved with the mixed one, and their ratio printed; ``--also-threads`` times our epochs at a second
-thread count, interleaved with the first. ``--device cuda`` runs every loop on the GPU (timers synchronise it);
-there ``--compile`` times the step compiled with and without CUDA graphs. ``--encoder`` takes a local
+thread count, interleaved with the first. ``--device cuda`` runs every loop on the GPU (timers
+synchronise it); there ``--compile`` times the step compiled with and without CUDA graphs. ``--encoder`` takes a local
 folder of MiniLM's architecture (random weights time the same).
 """
 
@@ -285,18 +285,19 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         "gradient clipping": ms_per_call(lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches),
         "all losses, clipping and AdamW": ms_per_call(full_step(module.loss_terms), batches),
     }
+    if not compile_losses:
+        return parts
     # CUDA graphs ("reduce-overhead") replay a whole step's kernels in one launch: a GPU's remedy for a
     # step of many small operations.
     modes = {"": "default", ", CUDA graphs": "reduce-overhead"} if DEVICE.type == "cuda" else {"": "default"}
-    for label, mode in modes.items() if compile_losses else ():
+    for label, mode in modes.items():
         start = time.perf_counter()
         compiled = full_step(torch.compile(module.loss_terms, mode=mode))
         for batch in batches[:3]:
             compiled(batch)
         synchronize()
-        parts[f"the same, losses compiled{label} ({time.perf_counter() - start:.0f} s to compile)"] = (
-            ms_per_call(compiled, batches)
-        )
+        name = f"the same, losses compiled{label} ({time.perf_counter() - start:.0f} s to compile)"
+        parts[name] = ms_per_call(compiled, batches)
     return parts
 
 
@@ -403,8 +404,8 @@ def main() -> None:
     ours_epoch, floor = median(ours.seconds), median(floor_timer.seconds)
     rows = args.batch_size + args.ecare_batch_size
     print(
-        f"device={DEVICE.type} threads={args.threads} batch_size={args.batch_size} ecare_batch_size={args.ecare_batch_size} "
-        f"steps_per_epoch={steps}"
+        f"device={DEVICE.type} threads={args.threads} batch_size={args.batch_size} "
+        f"ecare_batch_size={args.ecare_batch_size} steps_per_epoch={steps}"
     )
     for name, timer in timers.items():
         print(epoch_line(name, timer, steps))
@@ -420,8 +421,8 @@ def main() -> None:
     print(f"default schedule (200 epochs) at our rate: {200 * ours_epoch:.0f} s of training")
     floor_ms, processor = mflop / gflops, "GPU" if DEVICE.type == "cuda" else "CPU"
     print(
-        f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s (this {processor}, "
-        f"the adapter's largest matmul at this batch size): {floor_ms:.2f} ms/step, "
+        f"arithmetic of one step: {mflop:.0f} MFLOP (torch's FLOP counter) at {gflops:.0f} GFLOP/s "
+        f"(this {processor}, the adapter's largest matmul at this batch size): {floor_ms:.2f} ms/step, "
         f"{floor_ms * steps * 200 / 1e3:.0f} s for 200 epochs with no overhead at all"
     )
     step_floor = floor_ms + 1e3 * floor / steps
