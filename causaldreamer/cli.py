@@ -156,11 +156,7 @@ def _known_keys(config_name: str, key: str, typed: list[str]) -> list[str]:
         cfg = compose(config_name=config_name, overrides=others)
     except Exception:  # the other overrides have their own error; report this one plainly
         return []
-    parent = key.rpartition(".")[0]
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    if not isinstance(node, DictConfig):
-        return []
-    return [f"{parent}.{k}" if parent else str(k) for k in node]
+    return schema.known_keys_near(cfg, key)
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:

@@ -99,14 +99,7 @@ def check_added_keys(cfg: DictConfig, overrides: list[Override]) -> None:
                 prefix = ".".join(parts[:depth])
                 raise UserError(unknown_key_message(key, [f"{prefix}.{p}" for p in params]))
         else:
-            parent = ".".join(parts[:-1])
-            node = OmegaConf.select(cfg, parent) if parent else cfg
-            siblings = (
-                [str(k) for k in node if k not in (parts[-1], "hydra")]
-                if isinstance(node, DictConfig)
-                else []
-            )
-            raise UserError(unknown_key_message(key, [f"{parent}.{k}" if parent else k for k in siblings]))
+            raise UserError(unknown_key_message(key, known_keys_near(cfg, key)))
 
 
 def check_values(cfg: DictConfig, overrides: list[Override]) -> None:
@@ -131,10 +124,34 @@ def target_parameters(target: str) -> dict[str, inspect.Parameter] | None:
     return _parameters(target)[0]
 
 
+def known_keys_near(cfg: DictConfig, key: str) -> list[str]:
+    """The full keys beside ``key`` in ``cfg``; where its parent declares nothing else (absent, as
+    ``scoring`` is without a study experiment, or a plain value, or made by a ``+`` override), the
+    keys beside that parent, and so on up."""
+    parts = key.split(".")
+    for depth in range(len(parts) - 1, -1, -1):
+        parent = ".".join(parts[:depth])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        names = (
+            [str(k) for k in node if k not in (parts[depth], "hydra")] if isinstance(node, DictConfig) else []
+        )
+        if names:
+            return [f"{parent}.{k}" if parent else k for k in names]
+    return []
+
+
 def unknown_key_message(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {close[0]}?" if close else f"known keys there: {', '.join(sorted(known)[:12])}"
-    return f"unknown key {key}: {hint} (check the spelling of the override)"
+    """One line: the nearest of ``known``, else some of them. Where ``known`` lie above the key's own
+    level (``known_keys_near``), it names the parent under which the config declares nothing."""
+    level = known[0].count(".") + 1 if known else key.count(".") + 1
+    parent = ".".join(key.split(".")[:level])  # the key itself, or its first undeclared parent
+    close = difflib.get_close_matches(parent, known, n=1, cutoff=0.6)
+    undeclared = "" if parent == key else f"this config declares nothing under {parent}; "
+    if close:
+        hint = f"did you mean {close[0] + key[len(parent) :]}?"
+    else:
+        hint = f"known keys there: {', '.join(sorted(known)[:12])}"
+    return f"unknown key {key}: {undeclared}{hint} (check the spelling of the override)"
 
 
 @functools.cache

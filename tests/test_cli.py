@@ -21,6 +21,12 @@ REFUSED = {
     ("train", "model.lamda=0.5"): "unknown key model.lamda: did you mean model.lam?",
     ("train", "+trainer.max_epoch=3"): "unknown key trainer.max_epoch: did you mean trainer.max_epochs?",
     ("train", "+lamda=0.5"): "unknown key lamda:",
+    # A key under a parent the config lacks (scoring comes with the study experiments), typed or added.
+    ("train", "scoring.limit=4"): "unknown key scoring.limit: this config declares nothing under scoring; "
+    "known keys there: callbacks, ckpt_path",
+    ("train", "+scoring.limit=4"): "unknown key scoring.limit: this config declares nothing under scoring;",
+    ("train", "modle.lam=0.5"): "unknown key modle.lam: this config declares nothing under modle; did you "
+    "mean model.lam?",
     ("train", "+model.lam=0.5"): "+model.lam=... adds a key that exists; drop the '+': model.lam=...",
     ("train", "model.margin=abc"): "model.margin='abc' is invalid: expected a number >= 0",
     (
