@@ -21,6 +21,7 @@ folder of MiniLM's architecture (random weights time the same).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from statistics import median
@@ -32,13 +33,13 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from causaldreamer import losses
-from causaldreamer.adapter import AdapterOutput, CausalAdapter
+from causaldreamer.adapter import AdapterOutput, CausalAdapter, UniformDropout, WeightLeftLinear
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
 from causaldreamer.intervention import SPAN_NONE, intervention_key_scale_and_bias, scaled_key_attention
 from causaldreamer.locations import dataset_dir
-from causaldreamer.module import CausalAdapterModule
+from causaldreamer.module import CausalAdapterModule, clip_by_global_norm_
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
 
 DEVICE = torch.device("cpu")  # where every timed loop runs: --device
@@ -215,6 +216,19 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
     return z.transpose(1, 2).reshape(batch, dim)
 
 
+def stock_adapter(adapter: CausalAdapter) -> CausalAdapter:
+    """A copy of ``adapter`` with its layers as they were before issue 16: nn.Linear and nn.Dropout."""
+    stock = copy.deepcopy(adapter)
+    for sequence in (stock.context, stock.delta_head):
+        for index, layer in enumerate(sequence):
+            if isinstance(layer, WeightLeftLinear):
+                sequence[index] = torch.nn.Linear(layer.in_features, layer.out_features, device=DEVICE)
+                sequence[index].load_state_dict(layer.state_dict())
+            elif isinstance(layer, UniformDropout):
+                sequence[index] = torch.nn.Dropout(layer.p)
+    return stock
+
+
 def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, float]:
     """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning),
     each over about ``steps`` batches (the epoch's, repeated or cut).
@@ -237,9 +251,12 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         for _batch in loader:
             pass
 
-    def adapter_forward_backward(batch):
-        out = module.adapter(batch["cause"], batch["link_type"])
-        sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
+    def adapter_forward_backward(adapter):
+        def run(batch):
+            out = adapter(batch["cause"], batch["link_type"])
+            sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
+
+        return run
 
     def bank_softmax(item):
         batch, out = item
@@ -269,7 +286,7 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
             terms = loss_terms(batch)
             optimizer.zero_grad()
             module.total_loss(terms).backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            clip_by_global_norm_([p.grad for p in params if p.grad is not None], 1.0)
             optimizer.step()
 
         return step
@@ -277,12 +294,20 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
     parts = {
         "batch gathering (the DataLoader's batches)": ms_per_call(epoch_of_batches, [None] * 3, warmup=1)
         / len(loader),
-        "adapter forward + backward": ms_per_call(adapter_forward_backward, batches),
+        "adapter forward + backward": ms_per_call(adapter_forward_backward(module.adapter), batches),
+        "adapter forward + backward, nn.Linear and nn.Dropout (before)": ms_per_call(
+            adapter_forward_backward(stock_adapter(module.adapter).train()), batches
+        ),
         "bank softmax forward + backward": ms_per_call(bank_softmax, leaves),
         "gate loss forward + backward": ms_per_call(gate(losses.gate_readout), leaves),
         "gate loss forward + backward, through SDPA (before)": ms_per_call(gate(sdpa_gate_readout), leaves),
         "fused AdamW step": ms_per_call(lambda _: optimizer.step(), batches),
-        "gradient clipping": ms_per_call(lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches),
+        "gradient clipping": ms_per_call(
+            lambda _: clip_by_global_norm_([p.grad for p in params if p.grad is not None], 1.0), batches
+        ),
+        "gradient clipping, clip_grad_norm_ (before)": ms_per_call(
+            lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches
+        ),
         "all losses, clipping and AdamW": ms_per_call(full_step(module.loss_terms), batches),
     }
     if not compile_losses:

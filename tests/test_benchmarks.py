@@ -30,11 +30,13 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     assert set(parts) == {
         "batch gathering (the DataLoader's batches)",
         "adapter forward + backward",
+        "adapter forward + backward, nn.Linear and nn.Dropout (before)",
         "bank softmax forward + backward",
         "gate loss forward + backward",
         "gate loss forward + backward, through SDPA (before)",
         "fused AdamW step",
         "gradient clipping",
+        "gradient clipping, clip_grad_norm_ (before)",
         "all losses, clipping and AdamW",
     }
     assert all(float(ms) > 0 for ms in parts.values())

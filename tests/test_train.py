@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import yaml
 from conftest import bare_trainer, compose_config, run_module
 
-from causaldreamer.adapter import CausalAdapter
+from causaldreamer.adapter import CausalAdapter, UniformDropout, WeightLeftLinear
 from causaldreamer.bank import EffectBank
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
@@ -356,6 +356,68 @@ def test_optimized_step_equals_the_reference(request, data, overrides):
     assert our_grads.keys() == grads.keys() and len(grads) == len(list(module.parameters()))
     for name in grads:
         torch.testing.assert_close(our_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_weight_left_linear_is_nn_linear():
+    """The adapter's Linear layers, computed as (W @ x.T + b).T: nn.Linear's output and gradients."""
+    torch.manual_seed(0)
+    ours, theirs = WeightLeftLinear(768, 1024), torch.nn.Linear(768, 1024)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(32, 768, requires_grad=True)
+    grad = torch.randn(32, 1024)
+    results = []
+    for layer in (ours, theirs):
+        y = layer(x)
+        results.append((y, *torch.autograd.grad(y, [x, layer.weight, layer.bias], grad)))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_uniform_dropout_drops_p_and_scales_the_rest():
+    """nn.Dropout's distribution: each entry dropped with probability p, the rest scaled by 1 / (1 - p),
+    the gradient the same mask; the identity in eval mode or at p = 0, zeros at p = 1."""
+    torch.manual_seed(0)
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    out = UniformDropout(0.1).train()(x)
+    kept = out != 0
+    assert (1 - kept.float().mean()).item() == pytest.approx(0.1, abs=0.002)  # SE 0.0003
+    assert torch.equal(out[kept], torch.full_like(out[kept], 2.0 / 0.9))
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(grad, kept.float() / 0.9)
+    assert UniformDropout(0.1).eval()(x) is x and UniformDropout(0.0).train()(x) is x
+    assert torch.equal(UniformDropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_gradient_clipping_is_clip_grad_norm(small_datamodule):
+    """The module's clipping (one dot product a gradient) scales the gradients as clip_grad_norm_ does,
+    below and above the threshold; in a real Trainer step by norm and by value (Lightning's own)."""
+    module = CausalAdapterModule(CausalAdapter()).train()
+    module.attach_bank(small_datamodule)
+    batch = next(iter(small_datamodule.train_dataloader()))
+    module.total_loss(module.loss_terms(batch)).backward()
+    params = [p for p in module.parameters() if p.grad is not None]
+    optimizer = torch.optim.AdamW(params)
+    raw = [p.grad.clone() for p in params]
+    for max_norm, clips in ((1e-3, True), (1e6, False)):
+        copies = [torch.zeros_like(g, requires_grad=True) for g in raw]
+        for p, copy, g in zip(params, copies, raw, strict=True):
+            p.grad, copy.grad = g.clone(), g.clone()
+        torch.nn.utils.clip_grad_norm_(copies, max_norm)
+        module.configure_gradient_clipping(optimizer, max_norm, "norm")
+        for p, copy in zip(params, copies, strict=True):
+            torch.testing.assert_close(p.grad, copy.grad, rtol=1e-5, atol=1e-9)
+        assert torch.equal(params[0].grad, raw[0]) is not clips
+
+    for algorithm, bound in (("norm", 1e-3), ("value", 1e-4)):
+        module = CausalAdapterModule(CausalAdapter())
+        trainer = bare_trainer(max_steps=1, gradient_clip_val=bound, gradient_clip_algorithm=algorithm)
+        trainer.fit(module, datamodule=small_datamodule)  # the step's clipped gradients stay on the params
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if algorithm == "norm":
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+            assert norm.item() == pytest.approx(bound, rel=1e-4)
+        else:
+            assert max(g.abs().max().item() for g in grads) == pytest.approx(bound)
 
 
 def test_large_batch_preset_composes_alone_and_with_a_study(tmp_path):
