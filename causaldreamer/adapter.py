@@ -77,18 +77,6 @@ class WeightLeftLinear(nn.Linear):
         return torch.addmm(self.bias[:, None], self.weight, x.T).T
 
 
-class UniformDropout(nn.Dropout):
-    """nn.Dropout with its mask drawn as ``uniform >= p``: the same distribution, at about half the cost of
-    the ``bernoulli_`` draw nn.Dropout makes on a CPU (docs/training.md, "Speed")."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        if self.p == 1:
-            return torch.zeros_like(x)
-        return x * torch.rand_like(x).ge_(self.p).div_(1 - self.p)
-
-
 @dataclass
 class AdapterOutput:
     context: torch.Tensor  # h [B,d]
@@ -136,7 +124,7 @@ class CausalAdapter(
             nn.LayerNorm(2 * dim),
             WeightLeftLinear(2 * dim, hidden_dim),
             nn.GELU(),
-            UniformDropout(dropout),
+            nn.Dropout(dropout),
             WeightLeftLinear(hidden_dim, dim),
         )
         self.delta_head = nn.Sequential(nn.LayerNorm(dim), WeightLeftLinear(dim, dim))

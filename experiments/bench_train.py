@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from causaldreamer import losses
-from causaldreamer.adapter import AdapterOutput, CausalAdapter, UniformDropout, WeightLeftLinear
+from causaldreamer.adapter import AdapterOutput, CausalAdapter, WeightLeftLinear
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
@@ -217,15 +217,13 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
 
 
 def stock_adapter(adapter: CausalAdapter) -> CausalAdapter:
-    """A copy of ``adapter`` with its layers as they were before issue 16: nn.Linear and nn.Dropout."""
+    """A copy of ``adapter`` with its Linear layers as they were before issue 16: nn.Linear."""
     stock = copy.deepcopy(adapter)
     for sequence in (stock.context, stock.delta_head):
         for index, layer in enumerate(sequence):
             if isinstance(layer, WeightLeftLinear):
                 sequence[index] = torch.nn.Linear(layer.in_features, layer.out_features, device=DEVICE)
                 sequence[index].load_state_dict(layer.state_dict())
-            elif isinstance(layer, UniformDropout):
-                sequence[index] = torch.nn.Dropout(layer.p)
     return stock
 
 
@@ -295,7 +293,7 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         "batch gathering (the DataLoader's batches)": ms_per_call(epoch_of_batches, [None] * 3, warmup=1)
         / len(loader),
         "adapter forward + backward": ms_per_call(adapter_forward_backward(module.adapter), batches),
-        "adapter forward + backward, nn.Linear and nn.Dropout (before)": ms_per_call(
+        "adapter forward + backward, nn.Linear (before)": ms_per_call(
             adapter_forward_backward(stock_adapter(module.adapter).train()), batches
         ),
         "bank softmax forward + backward": ms_per_call(bank_softmax, leaves),

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import yaml
 from conftest import bare_trainer, compose_config, run_module
 
-from causaldreamer.adapter import CausalAdapter, UniformDropout, WeightLeftLinear
+from causaldreamer.adapter import CausalAdapter, WeightLeftLinear
 from causaldreamer.bank import EffectBank
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
@@ -371,21 +371,6 @@ def test_weight_left_linear_is_nn_linear():
         results.append((y, *torch.autograd.grad(y, [x, layer.weight, layer.bias], grad)))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_uniform_dropout_drops_p_and_scales_the_rest():
-    """nn.Dropout's distribution: each entry dropped with probability p, the rest scaled by 1 / (1 - p),
-    the gradient the same mask; the identity in eval mode or at p = 0, zeros at p = 1."""
-    torch.manual_seed(0)
-    x = torch.full((1000, 1000), 2.0, requires_grad=True)
-    out = UniformDropout(0.1).train()(x)
-    kept = out != 0
-    assert (1 - kept.float().mean()).item() == pytest.approx(0.1, abs=0.002)  # SE 0.0003
-    assert torch.equal(out[kept], torch.full_like(out[kept], 2.0 / 0.9))
-    (grad,) = torch.autograd.grad(out.sum(), x)
-    assert torch.equal(grad, kept.float() / 0.9)
-    assert UniformDropout(0.1).eval()(x) is x and UniformDropout(0.0).train()(x) is x
-    assert torch.equal(UniformDropout(1.0).train()(x), torch.zeros_like(x))
 
 
 def test_gradient_clipping_is_clip_grad_norm(small_datamodule):
