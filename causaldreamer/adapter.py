@@ -68,15 +68,6 @@ python -m causaldreamer.generate cause="a dog running in a park" adapter=PATH_OR
 """
 
 
-class WeightLeftLinear(nn.Linear):
-    """nn.Linear on a [B, in] batch, computed as (W @ x.T + b).T: at the adapter's shapes (B = 32) MKL runs
-    that product up to 2x faster than x @ W.T (docs/training.md, "Speed"). The output is a transposed
-    view; every later operation takes it as it is."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.bias[:, None], self.weight, x.T).T
-
-
 @dataclass
 class AdapterOutput:
     context: torch.Tensor  # h [B,d]
@@ -122,12 +113,12 @@ class CausalAdapter(
         self.relation = nn.Embedding(len(LINK_TYPES), dim)
         self.context = nn.Sequential(
             nn.LayerNorm(2 * dim),
-            WeightLeftLinear(2 * dim, hidden_dim),
+            nn.Linear(2 * dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout),
-            WeightLeftLinear(hidden_dim, dim),
+            nn.Linear(hidden_dim, dim),
         )
-        self.delta_head = nn.Sequential(nn.LayerNorm(dim), WeightLeftLinear(dim, dim))
+        self.delta_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
         self.q_gate = nn.Linear(dim, num_heads)
         self.k_gate = nn.Linear(dim, num_heads * NUM_SPANS)
         self.bias = nn.Linear(dim, num_heads * NUM_SPANS)

@@ -21,7 +21,6 @@ folder of MiniLM's architecture (random weights time the same).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import time
 from statistics import median
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from causaldreamer import losses
-from causaldreamer.adapter import AdapterOutput, CausalAdapter, WeightLeftLinear
+from causaldreamer.adapter import AdapterOutput, CausalAdapter
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
@@ -216,17 +215,6 @@ def sdpa_gate_readout(out, token_states, token_spans, lam):
     return z.transpose(1, 2).reshape(batch, dim)
 
 
-def stock_adapter(adapter: CausalAdapter) -> CausalAdapter:
-    """A copy of ``adapter`` with its Linear layers as they were before issue 16: nn.Linear."""
-    stock = copy.deepcopy(adapter)
-    for sequence in (stock.context, stock.delta_head):
-        for index, layer in enumerate(sequence):
-            if isinstance(layer, WeightLeftLinear):
-                sequence[index] = torch.nn.Linear(layer.in_features, layer.out_features, device=DEVICE)
-                sequence[index].load_state_dict(layer.state_dict())
-    return stock
-
-
 def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, float]:
     """Milliseconds per step of the parts of a training step, in plain PyTorch loops (no Lightning),
     each over about ``steps`` batches (the epoch's, repeated or cut).
@@ -249,12 +237,9 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         for _batch in loader:
             pass
 
-    def adapter_forward_backward(adapter):
-        def run(batch):
-            out = adapter(batch["cause"], batch["link_type"])
-            sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
-
-        return run
+    def adapter_forward_backward(batch):
+        out = module.adapter(batch["cause"], batch["link_type"])
+        sum(t.sum() for t in (out.effect, out.q_gate, out.k_gate, out.bias)).backward()
 
     def bank_softmax(item):
         batch, out = item
@@ -292,10 +277,7 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
     parts = {
         "batch gathering (the DataLoader's batches)": ms_per_call(epoch_of_batches, [None] * 3, warmup=1)
         / len(loader),
-        "adapter forward + backward": ms_per_call(adapter_forward_backward(module.adapter), batches),
-        "adapter forward + backward, nn.Linear (before)": ms_per_call(
-            adapter_forward_backward(stock_adapter(module.adapter).train()), batches
-        ),
+        "adapter forward + backward": ms_per_call(adapter_forward_backward, batches),
         "bank softmax forward + backward": ms_per_call(bank_softmax, leaves),
         "gate loss forward + backward": ms_per_call(gate(losses.gate_readout), leaves),
         "gate loss forward + backward, through SDPA (before)": ms_per_call(gate(sdpa_gate_readout), leaves),

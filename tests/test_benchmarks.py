@@ -30,7 +30,6 @@ def test_bench_train_prints_both_loops_their_ratio_and_lightnings_floor(cli_env)
     assert set(parts) == {
         "batch gathering (the DataLoader's batches)",
         "adapter forward + backward",
-        "adapter forward + backward, nn.Linear (before)",
         "bank softmax forward + backward",
         "gate loss forward + backward",
         "gate loss forward + backward, through SDPA (before)",

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import yaml
 from conftest import bare_trainer, compose_config, run_module
 
-from causaldreamer.adapter import CausalAdapter, WeightLeftLinear
+from causaldreamer.adapter import CausalAdapter
 from causaldreamer.bank import EffectBank
 from causaldreamer.data.datamodule import CausalPairsDataModule, EpochShuffle
 from causaldreamer.data.embedding_cache import PAD_SPAN, EmbeddingCache
@@ -356,21 +356,6 @@ def test_optimized_step_equals_the_reference(request, data, overrides):
     assert our_grads.keys() == grads.keys() and len(grads) == len(list(module.parameters()))
     for name in grads:
         torch.testing.assert_close(our_grads[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_weight_left_linear_is_nn_linear():
-    """The adapter's Linear layers, computed as (W @ x.T + b).T: nn.Linear's output and gradients."""
-    torch.manual_seed(0)
-    ours, theirs = WeightLeftLinear(768, 1024), torch.nn.Linear(768, 1024)
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(32, 768, requires_grad=True)
-    grad = torch.randn(32, 1024)
-    results = []
-    for layer in (ours, theirs):
-        y = layer(x)
-        results.append((y, *torch.autograd.grad(y, [x, layer.weight, layer.bias], grad)))
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_gradient_clipping_is_clip_grad_norm(small_datamodule):
