@@ -14,8 +14,8 @@ beside its wall time: on a CPU shared with other jobs the wall time moves with t
 of a 1-thread run much less. With ``--ecare-batch-size`` the CausalLite10K-only epoch is timed too,
 interleaved with the mixed one, and their ratio printed; ``--also-threads`` times our epochs at a second
 thread count, interleaved with the first. ``--device cuda`` runs every loop on the GPU (timers
-synchronise it); there ``--compile`` times the step compiled with and without CUDA graphs. ``--encoder`` takes a local
-folder of MiniLM's architecture (random weights time the same).
+synchronise it); there ``--compile`` times the step compiled with and without CUDA graphs.
+``--encoder`` takes a local folder of MiniLM's architecture (random weights time the same).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from causaldreamer.data.embedding_cache import PAD_SPAN
 from causaldreamer.encoders import MiniLMEncoder
 from causaldreamer.intervention import SPAN_NONE, intervention_key_scale_and_bias, scaled_key_attention
 from causaldreamer.locations import dataset_dir
-from causaldreamer.module import CausalAdapterModule, clip_by_global_norm_
+from causaldreamer.module import CausalAdapterModule
 from causaldreamer.prompts import DEFAULT_TEMPLATE, compose
 
 DEVICE = torch.device("cpu")  # where every timed loop runs: --device
@@ -269,7 +269,7 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
             terms = loss_terms(batch)
             optimizer.zero_grad()
             module.total_loss(terms).backward()
-            clip_by_global_norm_([p.grad for p in params if p.grad is not None], 1.0)
+            module.configure_gradient_clipping(optimizer, 1.0)
             optimizer.step()
 
         return step
@@ -283,7 +283,7 @@ def time_step_parts(datamodule, compile_losses: bool, steps: int) -> dict[str, f
         "gate loss forward + backward, through SDPA (before)": ms_per_call(gate(sdpa_gate_readout), leaves),
         "fused AdamW step": ms_per_call(lambda _: optimizer.step(), batches),
         "gradient clipping": ms_per_call(
-            lambda _: clip_by_global_norm_([p.grad for p in params if p.grad is not None], 1.0), batches
+            lambda _: module.configure_gradient_clipping(optimizer, 1.0), batches
         ),
         "gradient clipping, clip_grad_norm_ (before)": ms_per_call(
             lambda _: torch.nn.utils.clip_grad_norm_(params, 1.0), batches
